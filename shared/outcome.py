@@ -1,0 +1,138 @@
+"""Outcome messages (contract §4): the document, its Service Bus properties and its OUTCOME_FILE line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from shared.arm import ArmResult
+from shared.errors import ArchiverError, EventRejected
+from shared.events import ArchiveRequest
+
+__all__ = ["Inbound", "Outcome", "SUBJECTS", "build_outcome", "new_correlation_id"]
+
+SUBJECTS = {
+    "succeeded": "RunArchiveUpdated",
+    "failed": "RunArchiveUpdateFailed",
+    "rejected": "RunArchiveEventRejected",
+}
+RAW_EVENT_LIMIT = 64 * 1024
+MESSAGE_ID_LIMIT = 128
+
+Source = Literal["servicebus", "http"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """Where an event came from: what its outcome must echo."""
+
+    source: Source
+    correlation_id: str
+    message_id: str | None = None
+    delivery_count: int | None = None
+    raw: str = ""
+    """The original event as text (a batch element re-serialized); travels in `rawEvent` when rejected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One outcome message: Service Bus properties plus the JSON body."""
+
+    message_id: str
+    correlation_id: str
+    subject: str
+    application_properties: dict[str, Any]
+    body: dict[str, Any]
+
+    @property
+    def outcome(self) -> str:
+        """succeeded, failed or rejected."""
+        return self.body["outcome"]
+
+    def body_bytes(self) -> bytes:
+        """The body as compact UTF-8 JSON, as it goes on the wire."""
+        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def as_record(self) -> dict[str, Any]:
+        """The OUTCOME_FILE line of this outcome."""
+        return {
+            "message_id": self.message_id,
+            "correlation_id": self.correlation_id,
+            "subject": self.subject,
+            "content_type": "application/json",
+            "application_properties": self.application_properties,
+            "body": self.body,
+        }
+
+
+def new_correlation_id() -> str:
+    """A fresh id for HTTP callers that sent no x-correlation-id."""
+    return str(uuid.uuid4())
+
+
+def build_outcome(
+    inbound: Inbound,
+    request: ArchiveRequest | None,
+    *,
+    result: ArmResult | None = None,
+    error: ArchiverError | None = None,
+) -> Outcome:
+    """The outcome of one event: succeeded with `result`, or rejected/failed with `error`."""
+    if error is None and result is None:
+        raise ValueError("an outcome needs a result or an error")
+    kind = "succeeded" if error is None else "rejected" if isinstance(error, EventRejected) else "failed"
+    http_status = result.http_status if result is not None else getattr(error, "status", None)
+    properties: dict[str, Any] = {"outcome": kind, "source": inbound.source}
+    if request is not None:
+        properties["registryName"] = request.registry_name
+        properties["runId"] = request.run_id
+        properties["isArchiveEnabled"] = request.is_archive_enabled
+    if http_status is not None:
+        properties["httpStatus"] = http_status
+    if error is not None:
+        properties["errorCode"] = error.code
+    body = {
+        "outcome": kind,
+        "source": inbound.source,
+        "request": request.as_dict() if request is not None else None,
+        "run": result.run if result is not None else None,
+        "error": _error_body(error) if error is not None else None,
+        "attempts": result.attempts if result is not None else error.attempts,  # type: ignore[union-attr]
+        "correlationId": inbound.correlation_id,
+        "inboundMessageId": inbound.message_id,
+        "deliveryCount": inbound.delivery_count,
+        "rawEvent": _truncate(inbound.raw) if kind == "rejected" else None,
+        "completedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    return Outcome(_message_id(inbound), inbound.correlation_id, SUBJECTS[kind], properties, body)
+
+
+def _error_body(error: ArchiverError) -> dict[str, Any]:
+    return {
+        "code": error.code,
+        "message": error.message,
+        "httpStatus": getattr(error, "status", None),
+        "retryable": error.retryable,
+        "armRequestId": getattr(error, "request_id", None),
+    }
+
+
+def _message_id(inbound: Inbound) -> str:
+    """Deterministic for a queue message, so topic duplicate detection drops a redelivery's repeat."""
+    if inbound.message_id is None:
+        return uuid.uuid4().hex
+    derived = f"{inbound.message_id}:outcome"
+    if len(derived) <= MESSAGE_ID_LIMIT:
+        return derived
+    return "outcome-" + hashlib.sha256(inbound.message_id.encode()).hexdigest()
+
+
+def _truncate(raw: str) -> str:
+    encoded = raw.encode("utf-8", "replace")
+    if len(encoded) <= RAW_EVENT_LIMIT:
+        return raw
+    return encoded[:RAW_EVENT_LIMIT].decode("utf-8", "ignore")

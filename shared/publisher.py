@@ -1,0 +1,152 @@
+"""Where outcomes go (contract §4): a Service Bus topic, or the OUTCOME_FILE JSON-lines sink."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus.exceptions import (
+    OperationTimeoutError,
+    ServiceBusCommunicationError,
+    ServiceBusConnectionError,
+    ServiceBusError,
+)
+
+from shared.errors import PublishFailed
+from shared.outcome import Outcome
+from shared.settings import Settings
+
+__all__ = ["FilePublisher", "Publisher", "ServiceBusPublisher", "make_publisher", "servicebus_client_factory", "to_message"]
+
+log = logging.getLogger(__name__)
+
+# What an idle connection that Service Bus (or a NAT) dropped looks like on the next send.
+_DROPPED = (ServiceBusConnectionError, ServiceBusCommunicationError, OperationTimeoutError)
+
+
+class Publisher(Protocol):
+    """Sends one outcome; raises PublishFailed when it could not."""
+
+    def publish(self, outcome: Outcome) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def to_message(outcome: Outcome) -> ServiceBusMessage:
+    """The outcome as a Service Bus message with the contract's properties."""
+    return ServiceBusMessage(
+        outcome.body_bytes(),
+        content_type="application/json",
+        subject=outcome.subject,
+        correlation_id=outcome.correlation_id,
+        message_id=outcome.message_id,
+        application_properties=outcome.application_properties,
+    )
+
+
+class ServiceBusPublisher:
+    """One client and one topic sender per process, opened on first use and shared by all invocations.
+
+    A ServiceBusSender is not thread-safe, and the Functions host runs sync invocations on a thread
+    pool, so sends are serialized by a lock. A send that fails because the connection was dropped while
+    idle closes the client and retries once on a fresh one.
+    """
+
+    def __init__(self, client_factory: Callable[[], Any], topic_name: str) -> None:
+        self._client_factory = client_factory
+        self._topic_name = topic_name
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._sender: Any = None
+        self.senders_created = 0
+
+    def publish(self, outcome: Outcome) -> None:
+        """Send the outcome to the topic; raise PublishFailed if Service Bus would not take it."""
+        message = to_message(outcome)
+        with self._lock:
+            try:
+                try:
+                    self._open().send_messages(message)
+                except _DROPPED as dropped:
+                    log.warning("outcome sender lost its connection (%s); reconnecting once", type(dropped).__name__)
+                    self._close()
+                    self._open().send_messages(message)
+            except ServiceBusError as error:
+                self._close()
+                raise PublishFailed(f"could not publish outcome {outcome.message_id}: {type(error).__name__}") from None
+
+    def close(self) -> None:
+        """Close the sender and the client."""
+        with self._lock:
+            self._close()
+
+    def _open(self) -> Any:
+        if self._sender is None:
+            self._client = self._client_factory()
+            self._sender = self._client.get_topic_sender(topic_name=self._topic_name)
+            self.senders_created += 1
+        return self._sender
+
+    def _close(self) -> None:
+        for closable in (self._sender, self._client):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:  # closing a broken link must not hide the original failure
+                    log.debug("ignoring an error while closing a Service Bus handler", exc_info=True)
+        self._sender = self._client = None
+
+
+class FilePublisher:
+    """Appends each outcome as one JSON line; one write per line, so concurrent lines never interleave."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def publish(self, outcome: Outcome) -> None:
+        """Append the outcome's record to the file."""
+        line = json.dumps(outcome.as_record(), separators=(",", ":"), ensure_ascii=False) + "\n"
+        try:
+            with self._lock, open(self._path, "a", encoding="utf-8") as sink:
+                sink.write(line)
+        except OSError as error:
+            raise PublishFailed(f"could not append outcome to OUTCOME_FILE: {error.strerror}") from None
+
+    def close(self) -> None:
+        """Nothing is held open between outcomes."""
+
+
+def servicebus_client_factory(settings: Settings) -> Callable[[], ServiceBusClient]:
+    """How to open the outcome client: OUTCOME_SERVICEBUS_NAMESPACE, else the trigger's connection."""
+    if settings.outcome_namespace is None and settings.servicebus_connection_string:
+        connection_string = settings.servicebus_connection_string
+        return lambda: ServiceBusClient.from_connection_string(connection_string)
+    namespace = settings.publisher_namespace
+
+    def open_with_identity() -> ServiceBusClient:
+        return ServiceBusClient(namespace, credential=_servicebus_credential(settings))
+
+    return open_with_identity
+
+
+def make_publisher(settings: Settings) -> Publisher:
+    """The publisher the settings ask for: OUTCOME_FILE instead of Service Bus when it is set."""
+    settings.require_outcome_destination()
+    if settings.outcome_file:
+        return FilePublisher(settings.outcome_file)
+    return ServiceBusPublisher(servicebus_client_factory(settings), settings.outcome_topic_name or "")
+
+
+def _servicebus_credential(settings: Settings) -> Any:
+    """The credential Functions would use for ServiceBusConnection (`__credential`, `__clientId`)."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    client_id = settings.servicebus_client_id or settings.azure_client_id
+    if (settings.servicebus_credential or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    return DefaultAzureCredential(managed_identity_client_id=client_id)

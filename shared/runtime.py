@@ -1,0 +1,122 @@
+"""Process-wide resources: built lazily on first use, then reused by every invocation.
+
+The Functions host imports `function_app` once per worker process and runs invocations on a thread
+pool, so the Session (connection reuse), the managed-identity token cache and the Service Bus sender
+live here, one each. Settings are re-read only when the environment they come from changes (the host
+restarts the worker when app settings change; tests change the environment in-process), and each
+resource is rebuilt only when the settings it depends on change.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+from shared.arm import ArmClient, new_session
+from shared.auth import ManagedIdentityTokens, TokenProvider
+from shared.publisher import Publisher, make_publisher
+from shared.service import Archiver
+from shared.settings import SETTING_NAMES, Settings
+
+__all__ = ["Runtime"]
+
+# azure-identity reads these itself; a new endpoint (a test's emulator) needs a new credential.
+IDENTITY_ENVIRONMENT = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT")
+BATCH_WORKERS = 8
+
+
+class Runtime:
+    """Builds the Archiver for the current environment, reusing what has not changed."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        session_factory: Callable[[], requests.Session] = new_session,
+        token_factory: Callable[[Settings], TokenProvider] | None = None,
+        publisher_factory: Callable[[Settings], Publisher] = make_publisher,
+        arm_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._env = env
+        self._session_factory = session_factory
+        self._token_factory = token_factory or (lambda s: ManagedIdentityTokens.for_settings(s.azure_client_id, s.arm_scope))
+        self._publisher_factory = publisher_factory
+        self._arm_options = dict(arm_options or {})
+        self._lock = threading.Lock()
+        self._key: tuple[str | None, ...] | None = None
+        self._settings: Settings | None = None
+        self._archiver: Archiver | None = None
+        self._session: requests.Session | None = None
+        self._tokens: dict[tuple[Any, ...], TokenProvider] = {}
+        self._publishers: dict[tuple[Any, ...], Publisher] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    def settings(self) -> Settings:
+        """The current settings (raises ConfigurationError naming every malformed one)."""
+        key = self._current_key()
+        settings = self._settings
+        if settings is not None and key == self._key:
+            return settings
+        with self._lock:
+            if self._settings is None or key != self._key:
+                self._settings = Settings.from_env(self._env)
+                self._archiver = None
+                self._key = key
+            return self._settings
+
+    def archiver(self) -> Archiver:
+        """The Archiver for the current settings (raises ConfigurationError)."""
+        settings = self.settings()
+        archiver = self._archiver
+        if archiver is not None and archiver.settings is settings:
+            return archiver
+        with self._lock:
+            if self._archiver is None or self._archiver.settings is not settings:
+                self._archiver = self._build(settings)
+            return self._archiver
+
+    def executor(self) -> ThreadPoolExecutor:
+        """A small pool for the events of one HTTP batch."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(BATCH_WORKERS, thread_name_prefix="archive-batch")
+            return self._executor
+
+    def close(self) -> None:
+        """Release connections, senders and threads."""
+        with self._lock:
+            for publisher in self._publishers.values():
+                publisher.close()
+            self._publishers.clear()
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
+            self._archiver = None
+
+    def _current_key(self) -> tuple[str | None, ...]:
+        get = self._env.get
+        return tuple(get(name) for name in SETTING_NAMES) + tuple(get(name) for name in IDENTITY_ENVIRONMENT)
+
+    def _build(self, settings: Settings) -> Archiver:
+        publisher_key = (
+            settings.outcome_file, settings.outcome_topic_name, settings.outcome_namespace,
+            settings.servicebus_connection_string, settings.servicebus_namespace,
+            settings.servicebus_client_id, settings.servicebus_credential, settings.azure_client_id,
+        )
+        publisher = self._publishers.get(publisher_key)
+        if publisher is None:
+            publisher = self._publishers[publisher_key] = self._publisher_factory(settings)
+        token_key = (settings.azure_client_id, settings.arm_scope) + tuple(self._env.get(n) for n in IDENTITY_ENVIRONMENT)
+        tokens = self._tokens.get(token_key)
+        if tokens is None:
+            tokens = self._tokens[token_key] = self._token_factory(settings)
+        if self._session is None:
+            self._session = self._session_factory()
+        return Archiver(settings, ArmClient(self._session, tokens, settings, **self._arm_options), publisher)

@@ -1,0 +1,111 @@
+"""The archive flow: event → validation → ARM → outcome, and queue settlement (contract §4, §5)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from shared.arm import ArmClient
+from shared.errors import ArchiverError, EventRejected, InvalidEvent
+from shared.events import ArchiveRequest, check_allowed, decode_json, parse_event
+from shared.outcome import Inbound, Outcome, build_outcome
+from shared.publisher import Publisher
+from shared.settings import Settings
+
+__all__ = ["Archiver", "QueueMessage", "Result", "log_outcome"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """What the queue trigger hands over of a Service Bus message."""
+
+    body: bytes
+    message_id: str
+    correlation_id: str | None = None
+    delivery_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The processed event: its outcome, and the error behind it when it did not succeed."""
+
+    outcome: Outcome
+    error: ArchiverError | None = None
+
+
+class Archiver:
+    """Processes archive events with one ARM client and one publisher."""
+
+    def __init__(self, settings: Settings, arm: ArmClient, publisher: Publisher) -> None:
+        self.settings = settings
+        self.arm = arm
+        self.publisher = publisher
+
+    def process(self, event: Any, inbound: Inbound) -> Result:
+        """Parse an already decoded event and apply it; never raises for a bad event or an ARM error."""
+        request: ArchiveRequest | None = None
+        try:
+            request = parse_event(event, self.settings)
+            check_allowed(request, self.settings)
+            result = self.arm.update_run(request)
+        except ArchiverError as error:
+            return Result(build_outcome(inbound, request, error=error), error)
+        return Result(build_outcome(inbound, request, result=result))
+
+    def process_raw(self, raw: bytes, inbound: Inbound) -> Result:
+        """Decode a body holding one event, then process it."""
+        try:
+            event = decode_json(raw)
+        except InvalidEvent as error:
+            return Result(build_outcome(inbound, None, error=error), error)
+        return self.process(event, inbound)
+
+    def publish(self, outcome: Outcome) -> None:
+        """Hand the outcome to the publisher (raises PublishFailed)."""
+        self.publisher.publish(outcome)
+
+    def handle_queue_message(self, message: QueueMessage) -> Result:
+        """Process a queue message and settle it as contract §5 says.
+
+        Returns normally when the message may be completed (an outcome was published); raises to
+        leave it to Service Bus: redelivery, or the dead-letter queue after the last delivery.
+        """
+        delivery = message.delivery_count or 1
+        inbound = Inbound(
+            source="servicebus",
+            correlation_id=message.correlation_id or message.message_id,
+            message_id=message.message_id,
+            delivery_count=message.delivery_count,
+            raw=message.body.decode("utf-8", "replace"),
+        )
+        result = self.process_raw(message.body, inbound)
+        error = result.error
+        last_delivery = delivery >= self.settings.max_delivery_count
+        if error is not None and error.retryable and not last_delivery:
+            log.warning(
+                "message %s: %s after %d attempts; leaving it for redelivery (delivery %d of %d)",
+                message.message_id, error.code, error.attempts, delivery, self.settings.max_delivery_count,
+            )
+            raise error
+        self.publish(result.outcome)
+        log_outcome(result, message.message_id)
+        if error is not None and error.retryable:
+            log.error("message %s: %s on its last delivery; it goes to the dead-letter queue", message.message_id, error.code)
+            raise error
+        return result
+
+
+def log_outcome(result: Result, reference: str | None) -> None:
+    """One log line per outcome: ids, run and result; never a token or the raw event."""
+    body = result.outcome.body
+    request = body["request"] or {}
+    level = logging.INFO if result.error is None or isinstance(result.error, EventRejected) else logging.WARNING
+    log.log(
+        level,
+        "%s %s: registry=%s run=%s isArchiveEnabled=%s attempts=%d%s",
+        reference or body["correlationId"], body["outcome"], request.get("registryName"), request.get("runId"),
+        request.get("isArchiveEnabled"), body["attempts"], f" error={result.error.code}" if result.error else "",
+    )

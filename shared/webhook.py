@@ -1,0 +1,216 @@
+"""The HTTP API (contract §6): request checks, the event routes and their status mapping."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shared.errors import ArchiverError, ConfigurationError, InvalidEvent, PublishFailed
+from shared.events import decode_json, is_validation_event
+from shared.outcome import Inbound, build_outcome, new_correlation_id
+from shared.runtime import Runtime
+from shared.service import Archiver, Result, log_outcome
+from shared.settings import missing_settings
+
+__all__ = ["HttpReply", "HttpRequestLike", "MAX_BATCH", "MAX_BODY_BYTES", "archive_events", "arm_patch", "health", "webhook_options"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_BATCH = 100
+SIGNATURE_HEADER = "X-Signature-256"
+CORRELATION_HEADER = "x-correlation-id"
+
+
+class HttpRequestLike(Protocol):
+    """The part of azure.functions.HttpRequest the routes read."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def params(self) -> Mapping[str, str]: ...
+
+    @property
+    def route_params(self) -> Mapping[str, str]: ...
+
+    def get_body(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """What a route answers; function_app turns it into an azure.functions.HttpResponse."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body_bytes(self) -> bytes:
+        """The JSON body, or nothing."""
+        return b"" if self.body is None else json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def health(runtime: Runtime) -> HttpReply:
+    """200 when the app can run; 503 naming the missing or malformed settings, never their values."""
+    try:
+        settings = runtime.settings()
+    except ConfigurationError as error:
+        return HttpReply(503, {"status": "unhealthy", "missingSettings": [], "invalidSettings": list(error.settings)})
+    missing = missing_settings(settings)
+    if missing:
+        return HttpReply(503, {"status": "unhealthy", "missingSettings": missing, "invalidSettings": []})
+    return HttpReply(200, {"status": "ok", "outcomeDestination": "file" if settings.outcome_file else "servicebus"})
+
+
+def webhook_options(request: HttpRequestLike) -> HttpReply:
+    """CloudEvents 1.0 webhook abuse-protection handshake (CloudEvents HTTP webhook spec §4)."""
+    origin = request.headers.get("WebHook-Request-Origin")
+    if not origin:
+        return _error_reply(400, "MissingRequestOrigin", "WebHook-Request-Origin header is required", {})
+    return HttpReply(200, None, {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST, OPTIONS"})
+
+
+def archive_events(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
+    """POST archive-events: one event, a batch of at most MAX_BATCH, or Event Grid's validation event."""
+    headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER) or new_correlation_id()}
+    archiver, body, refusal = _admit(runtime, request, headers)
+    if refusal is not None:
+        return refusal
+    inbound = Inbound(source="http", correlation_id=headers[CORRELATION_HEADER], raw=body.decode("utf-8", "replace"))
+    try:
+        event = decode_json(body)
+    except InvalidEvent as error:
+        return _single_reply(archiver, Result(build_outcome(inbound, None, error=error), error), headers)
+    validation = _validation_answer(event)
+    if validation is not None:
+        log.info("answered Event Grid subscription validation")
+        return HttpReply(200, validation, headers)
+    if not isinstance(event, list):
+        return _single_reply(archiver, archiver.process(event, inbound), headers)
+    if not event or len(event) > MAX_BATCH:
+        error = InvalidEvent("body", f"a batch must hold 1 to {MAX_BATCH} events, not {len(event)}")
+        return _single_reply(archiver, Result(build_outcome(inbound, None, error=error), error), headers)
+    return _batch_reply(runtime, archiver, event, inbound, headers)
+
+
+def arm_patch(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
+    """The ARM-compatible mirror of Runs - Update: 200 with the final Run, or ARM's error shape."""
+    headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER) or new_correlation_id()}
+    archiver, body, refusal = _admit(runtime, request, headers)
+    if refusal is not None:
+        return refusal
+    inbound = Inbound(source="http", correlation_id=headers[CORRELATION_HEADER], raw=body.decode("utf-8", "replace"))
+    try:
+        event = _mirror_event(request, body, archiver.settings.arm_api_version)
+    except InvalidEvent as error:
+        result = Result(build_outcome(inbound, None, error=error), error)
+    else:
+        result = archiver.process(event, inbound)
+    failure = _publish(archiver, [result], headers)
+    if failure is not None:
+        return failure
+    if result.error is not None:
+        return _error_reply(result.error.http_status, result.error.code, result.error.message, headers, result.error)
+    return HttpReply(200, result.outcome.body["run"], headers)
+
+
+def _admit(runtime: Runtime, request: HttpRequestLike, headers: dict[str, str]) -> tuple[Archiver, bytes, HttpReply | None]:
+    """The checks that run before a request counts as an event: size, settings, signature, content type."""
+    body = request.get_body() or b""
+    if len(body) > MAX_BODY_BYTES:
+        return None, body, _error_reply(413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes", headers)  # type: ignore[return-value]
+    try:
+        archiver = runtime.archiver()
+    except ConfigurationError as error:
+        log.error("refusing HTTP request: %s", error.message)
+        return None, body, _error_reply(500, error.code, error.message, headers)  # type: ignore[return-value]
+    secret = archiver.settings.webhook_secret
+    if secret is not None and not _signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
+        return archiver, body, _error_reply(401, "InvalidSignature", f"{SIGNATURE_HEADER} is missing or does not match the body", headers)
+    content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type and not _is_json(content_type):
+        return archiver, body, _error_reply(415, "UnsupportedMediaType", "the body must be JSON (Content-Type application/json)", headers)
+    return archiver, body, None
+
+
+def _signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    """X-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>, compared in constant time."""
+    if not header:
+        return False
+    scheme, _, provided = header.strip().partition("=")
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return scheme.lower() == "sha256" and hmac.compare_digest(expected.encode(), provided.strip().lower().encode("utf-8", "replace"))
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type in ("application/json", "text/json") or content_type.endswith("+json")
+
+
+def _validation_answer(event: Any) -> dict[str, Any] | None:
+    candidate = event[0] if isinstance(event, list) and len(event) == 1 else event
+    if not is_validation_event(candidate):
+        return None
+    data = candidate.get("data")
+    code = data.get("validationCode") if isinstance(data, Mapping) else None
+    return {"validationResponse": code}
+
+
+def _mirror_event(request: HttpRequestLike, body: bytes, api_version: str) -> dict[str, Any]:
+    given = request.params.get("api-version")
+    if given is not None and given != api_version:
+        raise InvalidEvent("api-version", f"must be {api_version}, not '{given[:40]}'")
+    payload = decode_json(body)
+    if not isinstance(payload, Mapping):
+        raise InvalidEvent("body", 'must be a JSON object such as {"isArchiveEnabled": true}')
+    route = request.route_params
+    event = {name: route.get(name) for name in ("subscriptionId", "resourceGroupName", "registryName", "runId")}
+    event["isArchiveEnabled"] = payload.get("isArchiveEnabled")
+    return event
+
+
+def _single_reply(archiver: Archiver, result: Result, headers: dict[str, str]) -> HttpReply:
+    failure = _publish(archiver, [result], headers)
+    if failure is not None:
+        return failure
+    status = 200 if result.error is None else result.error.http_status
+    return HttpReply(status, result.outcome.body, _with_retry_after(headers, result.error))
+
+
+def _batch_reply(runtime: Runtime, archiver: Archiver, events: list[Any], inbound: Inbound, headers: dict[str, str]) -> HttpReply:
+    inbounds = [
+        Inbound(source="http", correlation_id=inbound.correlation_id, raw=json.dumps(element, ensure_ascii=False))
+        for element in events
+    ]
+    results = list(runtime.executor().map(archiver.process, events, inbounds))
+    failure = _publish(archiver, results, headers)
+    if failure is not None:
+        return failure
+    return HttpReply(200, {"outcomes": [result.outcome.body for result in results]}, headers)
+
+
+def _publish(archiver: Archiver, results: list[Result], headers: dict[str, str]) -> HttpReply | None:
+    """Publish every outcome; a failure is a 503 the caller may retry (the PATCH is idempotent)."""
+    try:
+        for result in results:
+            archiver.publish(result.outcome)
+            log_outcome(result, None)
+    except PublishFailed as error:
+        log.error("HTTP request %s: %s", headers[CORRELATION_HEADER], error.message)
+        return _error_reply(503, error.code, error.message, {**headers, "Retry-After": "1"})
+    return None
+
+
+def _error_reply(status: int, code: str, message: str, headers: dict[str, str], error: ArchiverError | None = None) -> HttpReply:
+    return HttpReply(status, {"error": {"code": code, "message": message}}, _with_retry_after(headers, error))
+
+
+def _with_retry_after(headers: dict[str, str], error: ArchiverError | None) -> dict[str, str]:
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is None:
+        return headers
+    return {**headers, "Retry-After": str(max(int(retry_after + 0.999), 1))}
