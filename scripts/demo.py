@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import azure.functions as func
+from azure.functions.servicebus import ServiceBusMessage
 
 from emulators import ArmEmulator, IdentityEmulator
 
@@ -31,6 +33,7 @@ SECRET = "demo-webhook-secret"
 
 def main() -> int:
     """Run the demo; exit 0 when succeeded, failed and rejected outcomes all came out."""
+    logging.basicConfig(level=logging.WARNING, format="  [log] %(levelname)s %(name)s: %(message)s")
     outcome_file = Path(tempfile.mkdtemp(prefix="acr-archiver-demo-")) / "outcomes.jsonl"
     with IdentityEmulator() as identity, ArmEmulator(token_validator=identity.is_valid) as arm:
         arm.add_run(SUBSCRIPTION, GROUP, REGISTRY, LRO_RUN, example="RunsGet")
@@ -85,7 +88,7 @@ def _route(run_id: str) -> dict[str, str]:
 
 
 def _send_queue(functions: dict[str, Any], event: dict[str, Any]) -> None:
-    message = func.ServiceBusMessage(
+    message = ServiceBusMessage(
         body=json.dumps(event).encode(),
         message_id=str(uuid.uuid4()),
         delivery_count=1,
