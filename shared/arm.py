@@ -104,10 +104,10 @@ class ArmClient:
         attempts = 0
         refreshed = False
         while True:
+            token = self._tokens.token()
             attempts += 1
             if method == "PATCH":
                 call.patches += 1
-            token = self._tokens.token()
             retry_after: float | None = None
             try:
                 response = self._session.request(

@@ -1,0 +1,94 @@
+"""Shared fixtures: the project's emulators on loopback and an environment pointing the app at them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulators import ArmEmulator, IdentityEmulator
+from shared.settings import SETTING_NAMES
+
+SUB = "4385cf00-2d3a-425a-832f-f4285b1c9dce"
+GROUP = "myResourceGroup"
+REGISTRY = "myRegistry"
+SEED_RUN = "0accec26-d6de-4757-8e74-d080f38eaaab"
+
+
+class FakeTime:
+    """A clock and a sleep that only move when slept on, recording every wait."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.on_sleep: Callable[[int], None] | None = None
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep is not None:
+            self.on_sleep(len(self.sleeps))
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    """Virtual time for retry and polling waits."""
+    return FakeTime()
+
+
+@pytest.fixture
+def identity() -> Iterator[IdentityEmulator]:
+    """The managed-identity endpoint (App Service protocol), counting token requests."""
+    with IdentityEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def arm(identity: IdentityEmulator) -> Iterator[ArmEmulator]:
+    """The ARM/ACR emulator, accepting only tokens the identity endpoint issued."""
+    with ArmEmulator(token_validator=identity.is_valid) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def outcome_file(tmp_path: Path) -> Path:
+    """Where the app writes outcomes (OUTCOME_FILE)."""
+    return tmp_path / "outcomes.jsonl"
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, identity: IdentityEmulator, arm: ArmEmulator, outcome_file: Path) -> dict[str, str]:
+    """A clean environment: every contract setting cleared, then pointed at the emulators and the file sink."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        **identity.environ(),
+        "ARM_ENDPOINT": arm.url,
+        "ARCHIVE_QUEUE_NAME": "acr-archive-events",
+        "OUTCOME_FILE": str(outcome_file),
+        "ARM_RETRY_MAX_SECONDS": "5",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def functions(app_env: dict[str, str]) -> dict[str, Callable[..., Any]]:
+    """The app's functions by name, as the Functions host indexes them."""
+    from function_app import app
+
+    return {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
+
+
+def read_outcomes(path: Path) -> list[dict[str, Any]]:
+    """The OUTCOME_FILE lines written so far."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
