@@ -19,7 +19,22 @@ RUN_ROUTE = (
     "/providers/Microsoft.ContainerRegistry/registries/{registryName}/runs/{runId}"
 )
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+class _FunctionApp(func.FunctionApp):
+    """FunctionApp whose indexing can be repeated.
+
+    azure-functions 1.26 remembers every name get_functions() returned and refuses a second call
+    ("does not have a unique function name"); the worker indexes once, but tests and tools index
+    again. Names are still checked for uniqueness within each call.
+    """
+
+    def get_functions(self) -> list[func.Function]:
+        self.functions_bindings = {}
+        return super().get_functions()
+
+
+app = _FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 runtime = Runtime(os.environ)  # the environment is passed, not read: settings are built on first use
 
 

@@ -1,0 +1,175 @@
+"""Helpers for driving the real functions: emulators on loopback, an isolated environment, real HTTP requests.
+
+Test modules import these; nothing here is a pytest fixture, so a conftest.py may wrap them freely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import jsonschema
+import pytest
+
+from emulators import ArmEmulator, IdentityEmulator
+from emulators.specs import swagger
+from shared.runtime import IDENTITY_ENVIRONMENT
+from shared.settings import SETTING_NAMES
+
+__all__ = [
+    "BASE_SETTINGS",
+    "Emulators",
+    "GROUP",
+    "REGISTRY",
+    "SEED_RUN",
+    "SUB",
+    "assert_valid_run",
+    "closed_port_url",
+    "functions",
+    "http_request",
+    "isolate_environment",
+    "read_outcomes",
+    "response_json",
+    "run_resource_id",
+    "run_route_params",
+    "sign",
+    "start_emulators",
+]
+
+SUB = "4385cf00-2d3a-425a-832f-f4285b1c9dce"
+GROUP = "myResourceGroup"
+REGISTRY = "myRegistry"
+SEED_RUN = "0accec26-d6de-4757-8e74-d080f38eaaab"
+
+BASE_SETTINGS: dict[str, str] = {
+    "ARCHIVE_QUEUE_NAME": "acr-archive-events",
+    # Small budgets keep retries fast; faults answer Retry-After: 0 where a wait would otherwise happen.
+    "ARM_MAX_ATTEMPTS": "2",
+    "ARM_RETRY_MAX_SECONDS": "5",
+}
+"""Settings every HTTP test starts from, besides the emulator endpoints and OUTCOME_FILE."""
+
+
+@dataclass
+class Emulators:
+    """The loopback ARM and identity endpoints a test runs against, and where outcomes land."""
+
+    identity: IdentityEmulator
+    arm: ArmEmulator
+    outcome_file: Path
+
+    def outcomes(self) -> list[dict[str, Any]]:
+        """The OUTCOME_FILE lines written so far."""
+        return read_outcomes(self.outcome_file)
+
+
+def isolate_environment(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> None:
+    """Clear every contract setting and identity variable, then set `settings`."""
+    for name in (*SETTING_NAMES, *IDENTITY_ENVIRONMENT):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+
+
+@contextmanager
+def start_emulators(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **settings: str) -> Iterator[Emulators]:
+    """Start IdentityEmulator + ArmEmulator and point an otherwise empty environment at them."""
+    with IdentityEmulator() as identity, ArmEmulator(token_validator=identity.is_valid) as arm:
+        outcome_file = tmp_path / "outcomes.jsonl"
+        env = {
+            **identity.environ(),
+            "ARM_ENDPOINT": arm.url,
+            "OUTCOME_FILE": str(outcome_file),
+            **BASE_SETTINGS,
+            **settings,
+        }
+        isolate_environment(monkeypatch, env)
+        yield Emulators(identity, arm, outcome_file)
+
+
+def functions() -> dict[str, Callable[..., Any]]:
+    """The app's functions by name, as the Functions host indexes them."""
+    from function_app import app
+
+    return {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
+
+
+def http_request(
+    method: str,
+    route: str,
+    *,
+    body: bytes | None = None,
+    json_body: Any = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    route_params: dict[str, str] | None = None,
+) -> func.HttpRequest:
+    """A real azure.functions.HttpRequest; `json_body` is encoded and sent as application/json."""
+    all_headers = dict(headers or {})
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        all_headers.setdefault("Content-Type", "application/json")
+    return func.HttpRequest(
+        method,
+        f"http://localhost:7071/api/{route}",
+        headers=all_headers,
+        params=params or {},
+        route_params=route_params or {},
+        body=body or b"",
+    )
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The X-Signature-256 value of `body`: sha256=<hex HMAC-SHA256>."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def read_outcomes(path: Path) -> list[dict[str, Any]]:
+    """OUTCOME_FILE lines, decoded; empty when nothing was published."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def response_json(response: func.HttpResponse) -> Any:
+    """The decoded JSON body of a function's response."""
+    return json.loads(response.get_body())
+
+
+def run_resource_id(run_id: str, *, sub: str = SUB, group: str = GROUP, registry: str = REGISTRY) -> str:
+    """The ARM id of a run."""
+    return f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.ContainerRegistry/registries/{registry}/runs/{run_id}"
+
+
+def run_route_params(run_id: str, *, sub: str = SUB, group: str = GROUP, registry: str = REGISTRY) -> dict[str, str]:
+    """The route parameters the host extracts for the PATCH mirror."""
+    return {"subscriptionId": sub, "resourceGroupName": group, "registryName": registry, "runId": run_id}
+
+
+def closed_port_url() -> str:
+    """A loopback URL on which nothing listens (connection refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@lru_cache(maxsize=1)
+def _run_validator() -> jsonschema.Draft4Validator:
+    definitions = swagger()["definitions"]
+    return jsonschema.Draft4Validator({"$ref": "#/definitions/Run", "definitions": definitions})
+
+
+def assert_valid_run(run: Any) -> None:
+    """Fail unless `run` validates against the specification's `Run` definition."""
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in _run_validator().iter_errors(run)]
+    assert not errors, errors
