@@ -16,7 +16,8 @@ __all__ = ["ManagedIdentityTokens", "TokenCredential", "TokenProvider"]
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN_SECONDS = 300
-"""Refresh this long before expiry, as azure-core's BearerTokenCredentialPolicy does."""
+"""Refresh at least this long before expiry, as azure-core's BearerTokenCredentialPolicy does; and at
+half the lifetime at the latest, as MSAL's refresh_in does, so a token is never used near its end."""
 
 # Any claims challenge makes MSAL skip its cache and ask the identity endpoint for a new token
 # (msal.managed_identity: "Upon receiving a claims_challenge, MSAL will attempt to acquire a new token").
@@ -57,7 +58,7 @@ class ManagedIdentityTokens:
         return cls(credential, scope)
 
     def token(self) -> str:
-        """A token valid for at least REFRESH_MARGIN_SECONDS more; fetched only when needed."""
+        """The cached token, fetched again only once it reached its refresh time."""
         token = self._token
         if token is not None and self._clock() < self._refresh_at:
             return token
