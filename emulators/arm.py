@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import signal
 import sys
 import threading
@@ -47,7 +48,9 @@ _SECRET_HEADERS = frozenset({"authorization", "x-identity-header"})
 
 
 class _ArmExchange(Exchange):
-    """Adds ARM's tracing headers to every reply."""
+    """Adds ARM's tracing headers to every reply; one instance serves one keep-alive connection."""
+
+    counted_generation = -1  # state generation in which this connection was last counted
 
     def default_headers(self) -> dict[str, str]:
         """x-ms-request-id, x-ms-correlation-request-id and the echoed x-ms-client-request-id."""
@@ -68,8 +71,6 @@ def _redact(name: str, value: str) -> str:
 
 def _log_entry(exchange: Exchange) -> dict[str, Any]:
     """A request-log record, with credentials redacted."""
-    import json
-
     try:
         body: Any = json.loads(exchange.body) if exchange.body else None
     except ValueError:
@@ -125,7 +126,7 @@ class ArmEmulator(LoopbackServer):
     def set_lro(self, run_id: str, *, polls: int = 2, final: str = "Succeeded", via: str = "async",
                 retry_after: int | None = None, poll_host: str | None = None) -> None:
         """Answer the next PATCH of this run 201, finishing as `final` after `polls` polls (-1: never)."""
-        plan = LroPlan(polls=polls, final=final, via=via, retry_after=retry_after, poll_host=poll_host)  # type: ignore[arg-type]
+        plan = LroPlan(polls=polls, final=final, via=via, retry_after=retry_after, poll_host=poll_host)
         self._state.set_lro(run_id, plan)
 
     def set_latency(self, seconds: float) -> None:
@@ -133,8 +134,8 @@ class ArmEmulator(LoopbackServer):
         self.latency = float(seconds)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: connections, requests, patches, gets, polls, faults, status {"200": n, ...}."""
-        return self._state.snapshot(self.connections)
+        """Counters: connections (that carried ARM requests), requests, patches, gets, polls, faults, status."""
+        return self._state.snapshot()
 
     @property
     def requests_log(self) -> list[dict[str, Any]]:
@@ -160,16 +161,17 @@ class ArmEmulator(LoopbackServer):
         if exchange.segments[:1] == [CONTROL_PREFIX]:
             handle_control(self, exchange)
             return
-        if self.latency > 0:
-            time.sleep(self.latency)
+        assert isinstance(exchange, _ArmExchange)
+        exchange.counted_generation = self._state.count_connection(exchange.counted_generation)
         self._state.count("requests")
         self._state.record(_log_entry(exchange))
+        exchange.observer = self._state.count_status
+        if self.latency > 0:
+            time.sleep(self.latency)
         try:
             self._route(exchange)
         except ArmError as error:
             exchange.reply(error.status, error.body, error.headers)
-        finally:
-            self._state.count_status(str(exchange.sent_status) if exchange.sent_status else "reset")
 
     def _route(self, exchange: Exchange) -> None:
         """Dispatch to the run or operation handler."""

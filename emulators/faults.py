@@ -131,5 +131,5 @@ class Fault:
         headers = dict(exchange.default_headers())
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Content-Length"] = str(len(_PARTIAL_BODY) + _MISSING_BYTES)
-        exchange.write_raw(exchange.render_head(200, headers) + _PARTIAL_BODY, status=200)
+        exchange.write_raw(exchange.render_head(200, headers) + _PARTIAL_BODY, status=200, complete=False)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any
 
 __all__ = ["FINAL_STATES", "LroPlan", "Operation", "VIA_CHOICES"]
 
 FINAL_STATES = ("Succeeded", "Failed", "Canceled")
 VIA_CHOICES = ("async", "location", "run")
-Via = Literal["async", "location", "run"]
 RunKey = tuple[str, str, str, str]
 
 
@@ -19,7 +18,7 @@ class LroPlan:
 
     polls: int = 2
     final: str = "Succeeded"
-    via: Via = "async"
+    via: str = "async"  # one of VIA_CHOICES
     retry_after: int | None = None
     poll_host: str | None = None
 
@@ -32,28 +31,6 @@ class LroPlan:
             raise ValueError("polls must be >= 0, or -1 for never")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("retry_after must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Control-API form."""
-        return {
-            "polls": self.polls,
-            "final": self.final,
-            "via": self.via,
-            "retryAfter": self.retry_after,
-            "pollHost": self.poll_host,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LroPlan:
-        """Parse the control-API form (missing keys take the defaults)."""
-        retry_after = data.get("retryAfter")
-        return cls(
-            polls=int(data.get("polls", 2)),
-            final=str(data.get("final", "Succeeded")),
-            via=data.get("via", "async"),
-            retry_after=None if retry_after is None else int(retry_after),
-            poll_host=data.get("pollHost") or None,
-        )
 
 
 @dataclass

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import json
 import socket
+import socketserver
 import struct
+import sys
 import threading
 import uuid
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Mapping, Self, Union
+from typing import Any, Callable, ClassVar, Mapping, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["Body", "Exchange", "LoopbackServer", "MAX_BODY_BYTES"]
 
-Body = Union[bytes, str, dict, list, None]
+Body = bytes | str | dict | list | None
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -66,6 +68,8 @@ class Exchange(BaseHTTPRequestHandler):
     body: bytes
     sent_status: int | None
     aborted: bool
+    truncated: bool
+    observer: Callable[[str], None] | None  # told the outcome just before it reaches the client
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence the default per-request stderr logging."""
@@ -109,15 +113,18 @@ class Exchange(BaseHTTPRequestHandler):
         lines.extend(f"{name}: {value}" for name, value in headers.items())
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def write_raw(self, data: bytes, *, status: int | None = None) -> None:
-        """Write bytes to the client in exactly one write call."""
+    def write_raw(self, data: bytes, *, status: int | None = None, complete: bool = True) -> None:
+        """Write bytes to the client in exactly one write call (`complete=False`: a truncated response)."""
         self.sent_status = status if status is not None else self.sent_status
+        self.truncated = self.truncated or not complete
+        self._notify()
         self.wfile.write(data)  # wbufsize == 0: an unbuffered writer, i.e. one sendall()
 
     def abort(self) -> None:
         """Reset the connection (TCP RST) without sending any response."""
         self.aborted = True
         self.close_connection = True
+        self._notify()
         try:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.rfile.close()  # drop the makefile() reference so close() really closes now
@@ -125,13 +132,27 @@ class Exchange(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    @property
+    def outcome(self) -> str:
+        """How the exchange ended: the status sent, "reset" or "reset_mid"."""
+        if self.aborted:
+            return "reset"
+        if self.truncated:
+            return "reset_mid"
+        return str(self.sent_status) if self.sent_status is not None else "none"
+
+    def _notify(self) -> None:
+        """Report the outcome to the observer before the client can see it (stats stay in step)."""
+        if self.observer is not None:
+            self.observer(self.outcome)
+
     def _dispatch(self) -> None:
         """Parse the request line and body, then hand the exchange to the server's app."""
         split = urlsplit(self.path)
         self.method, self.raw_path = self.command, split.path
         self.segments = _segments(split.path)
         self.query = parse_qs(split.query, keep_blank_values=True)
-        self.sent_status, self.aborted = None, False
+        self.sent_status, self.aborted, self.truncated, self.observer = None, False, False, None
         try:
             self.body = self._read_body()
         except ValueError as exc:
@@ -183,7 +204,13 @@ class _HttpServer(ThreadingHTTPServer):
         self.accepted = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse-DNS lookup of the host (slow where DNS is missing)."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept a connection, disable Nagle on it and count it."""
@@ -202,8 +229,6 @@ class _HttpServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore clients that vanish mid-exchange; report anything else."""
-        import sys
-
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
 
@@ -249,8 +274,9 @@ class LoopbackServer:
         """Serve in a daemon thread; returns self."""
         if self._thread is None:
             name = f"{type(self).__name__}-{self._httpd.server_address[1]}"
+            # A short poll interval makes stop() (shutdown waits for the next poll) take ~10 ms.
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, name=name, daemon=True
             )
             self._thread.start()
         return self

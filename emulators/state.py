@@ -13,7 +13,7 @@ from emulators.faults import Fault
 from emulators.lro import LroPlan, Operation, RunKey
 from emulators.specs import example_run
 
-__all__ = ["ArmState", "RunKey", "run_key", "utc_now"]
+__all__ = ["ArmState", "RunKey", "build_run", "run_key", "utc_now"]
 
 RUN_TYPE = "Microsoft.ContainerRegistry/registries/runs"
 
@@ -59,6 +59,7 @@ class ArmState:
         self.counters: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
+        self.generation = 0  # bumped by clear(), so open connections are counted again afterwards
 
     def clear(self) -> None:
         """Forget runs, faults, LROs, counters and the log."""
@@ -66,6 +67,7 @@ class ArmState:
             for container in (self.runs, self.faults, self.plans, self.operations, self.active,
                               self.counters, self.statuses, self.log):
                 container.clear()
+            self.generation += 1
 
     def add_run(self, subscription_id: str, resource_group: str, registry: str, run_id: str, *,
                 example: str = "RunsUpdate", is_archive_enabled: bool = False) -> dict[str, Any]:
@@ -164,6 +166,13 @@ class ArmState:
         with self.lock:
             self.counters.update(names)
 
+    def count_connection(self, counted_generation: int) -> int:
+        """Count a connection's first ARM request since the last clear(); returns the generation."""
+        with self.lock:
+            if counted_generation != self.generation:
+                self.counters["connections"] += 1
+            return self.generation
+
     def count_status(self, status: str) -> None:
         """Increment the counter of one response status (or "reset")."""
         with self.lock:
@@ -174,11 +183,10 @@ class ArmState:
         with self.lock:
             self.log.append(entry)
 
-    def snapshot(self, connections: int) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         """Counter snapshot."""
         with self.lock:
-            names = ("requests", "patches", "gets", "polls", "faults")
-            stats: dict[str, Any] = {"connections": connections}
-            stats.update({name: self.counters[name] for name in names})
+            names = ("connections", "requests", "patches", "gets", "polls", "faults")
+            stats: dict[str, Any] = {name: self.counters[name] for name in names}
             stats["status"] = dict(sorted(self.statuses.items()))
             return stats

@@ -149,7 +149,7 @@ def test_seeded_run_is_the_official_example_with_archiving_off(arm: ArmEmulator)
     run = arm.get_run(SUB.upper(), RG.lower(), REG.upper(), RUN)
 
     assert run is not None
-    assert run["id"] == f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/{REG}/runs/{RUN}"
+    assert run["id"] == run_url("", api_version=None)
     assert run["properties"]["isArchiveEnabled"] is False
     assert run["properties"]["provisioningState"] == "Succeeded"
 
