@@ -68,6 +68,10 @@ class Runtime:
                 self._key = key
             return self._settings
 
+    def settings_without(self, names: list[str]) -> Settings:
+        """Settings read as if the named (malformed) settings were unset: what else is missing."""
+        return Settings.from_env({name: value for name, value in self._env.items() if name not in names})
+
     def archiver(self) -> Archiver:
         """The Archiver for the current settings (raises ConfigurationError)."""
         settings = self.settings()

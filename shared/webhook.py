@@ -57,13 +57,15 @@ class HttpReply:
 
 def health(runtime: Runtime) -> HttpReply:
     """200 when the app can run; 503 naming the missing or malformed settings, never their values."""
+    invalid: list[str] = []
     try:
         settings = runtime.settings()
     except ConfigurationError as error:
-        return HttpReply(503, {"status": "unhealthy", "missingSettings": [], "invalidSettings": list(error.settings)})
+        invalid = list(error.settings)
+        settings = runtime.settings_without(invalid)
     missing = missing_settings(settings)
-    if missing:
-        return HttpReply(503, {"status": "unhealthy", "missingSettings": missing, "invalidSettings": []})
+    if missing or invalid:
+        return HttpReply(503, {"status": "unhealthy", "missingSettings": missing, "invalidSettings": invalid})
     return HttpReply(200, {"status": "ok", "outcomeDestination": "file" if settings.outcome_file else "servicebus"})
 
 
@@ -210,7 +212,10 @@ def _error_reply(status: int, code: str, message: str, headers: dict[str, str], 
 
 
 def _with_retry_after(headers: dict[str, str], error: ArchiverError | None) -> dict[str, str]:
+    """A throttled answer (429) always says when to come back: ARM's Retry-After, else one second."""
     retry_after = getattr(error, "retry_after", None)
     if retry_after is None:
-        return headers
+        if error is None or error.http_status != 429:
+            return headers
+        retry_after = 1.0
     return {**headers, "Retry-After": str(max(int(retry_after + 0.999), 1))}

@@ -147,7 +147,10 @@ def response_json(response: func.HttpResponse) -> Any:
 
 def run_resource_id(run_id: str, *, sub: str = SUB, group: str = GROUP, registry: str = REGISTRY) -> str:
     """The ARM id of a run."""
-    return f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.ContainerRegistry/registries/{registry}/runs/{run_id}"
+    return (
+        f"/subscriptions/{sub}/resourceGroups/{group}"
+        f"/providers/Microsoft.ContainerRegistry/registries/{registry}/runs/{run_id}"
+    )
 
 
 def run_route_params(run_id: str, *, sub: str = SUB, group: str = GROUP, registry: str = REGISTRY) -> dict[str, str]:
