@@ -48,6 +48,8 @@ def archive_queue(msg: func.ServiceBusMessage) -> None:
             message_id=msg.message_id,
             correlation_id=msg.correlation_id,
             delivery_count=msg.delivery_count,
+            content_type=msg.content_type,
+            application_properties=msg.application_properties or {},
         )
     )
 

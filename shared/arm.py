@@ -137,6 +137,8 @@ class ArmClient:
                 error = unreadable
             wait = call.budget.next_wait(attempts, retry_after)
             if wait is None:
+                if retry_after is not None and retry_after > call.budget.remaining:
+                    error.reschedule_after = retry_after
                 raise error
             log.warning(
                 "ARM %s %s: %s (%s); retry %d of %d in %.2f s",

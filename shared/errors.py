@@ -41,6 +41,8 @@ class ArchiverError(Exception):
     http_status: int = 500
     attempts: int = 0
     """ARM PATCH requests sent before the error (contract §4 `attempts`)."""
+    reschedule_after: float | None = None
+    """Set when ARM asked to wait longer than the retry budget left: worth re-scheduling, not holding."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

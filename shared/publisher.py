@@ -20,7 +20,15 @@ from shared.errors import PublishFailed
 from shared.outcome import Outcome
 from shared.settings import Settings
 
-__all__ = ["FilePublisher", "Publisher", "ServiceBusPublisher", "make_publisher", "servicebus_client_factory", "to_message"]
+__all__ = [
+    "FilePublisher",
+    "Publisher",
+    "ServiceBusPublisher",
+    "SharedSender",
+    "make_publisher",
+    "servicebus_client_factory",
+    "to_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,36 +56,36 @@ def to_message(outcome: Outcome) -> ServiceBusMessage:
     )
 
 
-class ServiceBusPublisher:
-    """One client and one topic sender per process, opened on first use and shared by all invocations.
+class SharedSender:
+    """One client and one sender, opened on first use and shared by every invocation of the process.
 
     A ServiceBusSender is not thread-safe, and the Functions host runs sync invocations on a thread
-    pool, so sends are serialized by a lock. A send that fails because the connection was dropped while
-    idle closes the client and retries once on a fresh one.
+    pool, so uses are serialized by a lock. A use that fails because the connection was dropped while
+    idle closes the client and retries once on a fresh one; any other Service Bus error raises
+    PublishFailed at once.
     """
 
-    def __init__(self, client_factory: Callable[[], Any], topic_name: str) -> None:
+    def __init__(self, client_factory: Callable[[], Any], open_sender: Callable[[Any], Any]) -> None:
         self._client_factory = client_factory
-        self._topic_name = topic_name
+        self._open_sender = open_sender
         self._lock = threading.Lock()
         self._client: Any = None
         self._sender: Any = None
         self.senders_created = 0
 
-    def publish(self, outcome: Outcome) -> None:
-        """Send the outcome to the topic; raise PublishFailed if Service Bus would not take it."""
-        message = to_message(outcome)
+    def use(self, action: Callable[[Any], Any], what: str) -> Any:
+        """Run `action(sender)` under the lock, reconnecting once after a dropped connection."""
         with self._lock:
             try:
                 try:
-                    self._open().send_messages(message)
+                    return action(self._open())
                 except _DROPPED as dropped:
-                    log.warning("outcome sender lost its connection (%s); reconnecting once", type(dropped).__name__)
+                    log.warning("Service Bus sender lost its connection (%s); reconnecting once", type(dropped).__name__)
                     self._close()
-                    self._open().send_messages(message)
+                    return action(self._open())
             except ServiceBusError as error:
                 self._close()
-                raise PublishFailed(f"could not publish outcome {outcome.message_id}: {type(error).__name__}") from None
+                raise PublishFailed(f"could not {what}: {type(error).__name__}") from None
 
     def close(self) -> None:
         """Close the sender and the client."""
@@ -87,7 +95,7 @@ class ServiceBusPublisher:
     def _open(self) -> Any:
         if self._sender is None:
             self._client = self._client_factory()
-            self._sender = self._client.get_topic_sender(topic_name=self._topic_name)
+            self._sender = self._open_sender(self._client)
             self.senders_created += 1
         return self._sender
 
@@ -99,6 +107,27 @@ class ServiceBusPublisher:
                 except Exception:  # closing a broken link must not hide the original failure
                     log.debug("ignoring an error while closing a Service Bus handler", exc_info=True)
         self._sender = self._client = None
+
+
+class ServiceBusPublisher:
+    """Publishes outcomes to the topic through one SharedSender."""
+
+    def __init__(self, client_factory: Callable[[], Any], topic_name: str) -> None:
+        self._sender = SharedSender(client_factory, lambda client: client.get_topic_sender(topic_name=topic_name))
+
+    @property
+    def senders_created(self) -> int:
+        """How many topic senders were opened (1 unless a connection was dropped)."""
+        return self._sender.senders_created
+
+    def publish(self, outcome: Outcome) -> None:
+        """Send the outcome to the topic; raise PublishFailed if Service Bus would not take it."""
+        message = to_message(outcome)
+        self._sender.use(lambda sender: sender.send_messages(message), f"publish outcome {outcome.message_id}")
+
+    def close(self) -> None:
+        """Close the sender and the client."""
+        self._sender.close()
 
 
 class FilePublisher:
@@ -121,12 +150,12 @@ class FilePublisher:
         """Nothing is held open between outcomes."""
 
 
-def servicebus_client_factory(settings: Settings) -> Callable[[], ServiceBusClient]:
-    """How to open the outcome client: OUTCOME_SERVICEBUS_NAMESPACE, else the trigger's connection."""
-    if settings.outcome_namespace is None and settings.servicebus_connection_string:
+def servicebus_client_factory(settings: Settings, *, for_outcomes: bool = True) -> Callable[[], ServiceBusClient]:
+    """How to open a client: for outcomes OUTCOME_SERVICEBUS_NAMESPACE, else the trigger's connection."""
+    namespace = settings.publisher_namespace if for_outcomes else settings.servicebus_namespace
+    if settings.servicebus_connection_string and not (for_outcomes and settings.outcome_namespace):
         connection_string = settings.servicebus_connection_string
         return lambda: ServiceBusClient.from_connection_string(connection_string)
-    namespace = settings.publisher_namespace
 
     def open_with_identity() -> ServiceBusClient:
         return ServiceBusClient(namespace, credential=_servicebus_credential(settings))

@@ -19,7 +19,8 @@ import requests
 from shared.arm import ArmClient, new_session
 from shared.auth import ManagedIdentityTokens, TokenProvider
 from shared.publisher import Publisher, make_publisher
-from shared.service import Archiver
+from shared.reschedule import make_scheduler
+from shared.service import Archiver, Scheduler
 from shared.settings import SETTING_NAMES, Settings
 
 __all__ = ["Runtime"]
@@ -39,12 +40,14 @@ class Runtime:
         session_factory: Callable[[], requests.Session] = new_session,
         token_factory: Callable[[Settings], TokenProvider] | None = None,
         publisher_factory: Callable[[Settings], Publisher] = make_publisher,
+        scheduler_factory: Callable[[Settings], Scheduler | None] = make_scheduler,
         arm_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._env = env
         self._session_factory = session_factory
         self._token_factory = token_factory or (lambda s: ManagedIdentityTokens.for_settings(s.azure_client_id, s.arm_scope))
         self._publisher_factory = publisher_factory
+        self._scheduler_factory = scheduler_factory
         self._arm_options = dict(arm_options or {})
         self._lock = threading.Lock()
         self._key: tuple[str | None, ...] | None = None
@@ -53,6 +56,7 @@ class Runtime:
         self._session: requests.Session | None = None
         self._tokens: dict[tuple[Any, ...], TokenProvider] = {}
         self._publishers: dict[tuple[Any, ...], Publisher] = {}
+        self._schedulers: dict[tuple[Any, ...], Scheduler | None] = {}
         self._executor: ThreadPoolExecutor | None = None
 
     def settings(self) -> Settings:
@@ -93,9 +97,11 @@ class Runtime:
     def close(self) -> None:
         """Release connections, senders and threads."""
         with self._lock:
-            for publisher in self._publishers.values():
-                publisher.close()
+            for closable in [*self._publishers.values(), *self._schedulers.values()]:
+                if closable is not None:
+                    closable.close()
             self._publishers.clear()
+            self._schedulers.clear()
             if self._session is not None:
                 self._session.close()
                 self._session = None
@@ -109,18 +115,22 @@ class Runtime:
         return tuple(get(name) for name in SETTING_NAMES) + tuple(get(name) for name in IDENTITY_ENVIRONMENT)
 
     def _build(self, settings: Settings) -> Archiver:
-        publisher_key = (
-            settings.outcome_file, settings.outcome_topic_name, settings.outcome_namespace,
-            settings.servicebus_connection_string, settings.servicebus_namespace,
+        connection = (
+            settings.outcome_file, settings.servicebus_connection_string, settings.servicebus_namespace,
             settings.servicebus_client_id, settings.servicebus_credential, settings.azure_client_id,
         )
+        publisher_key = connection + (settings.outcome_topic_name, settings.outcome_namespace)
         publisher = self._publishers.get(publisher_key)
         if publisher is None:
             publisher = self._publishers[publisher_key] = self._publisher_factory(settings)
+        scheduler_key = connection + (settings.archive_queue_name,)
+        if scheduler_key not in self._schedulers:
+            self._schedulers[scheduler_key] = self._scheduler_factory(settings)
         token_key = (settings.azure_client_id, settings.arm_scope) + tuple(self._env.get(n) for n in IDENTITY_ENVIRONMENT)
         tokens = self._tokens.get(token_key)
         if tokens is None:
             tokens = self._tokens[token_key] = self._token_factory(settings)
         if self._session is None:
             self._session = self._session_factory()
-        return Archiver(settings, ArmClient(self._session, tokens, settings, **self._arm_options), publisher)
+        arm = ArmClient(self._session, tokens, settings, **self._arm_options)
+        return Archiver(settings, arm, publisher, self._schedulers[scheduler_key])

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from shared.arm import ArmClient
-from shared.errors import ArchiverError, EventRejected, InvalidEvent
+from shared.errors import ArchiverError, EventRejected, InvalidEvent, PublishFailed
 from shared.events import ArchiveRequest, check_allowed, decode_json, parse_event
 from shared.outcome import Inbound, Outcome, build_outcome
 from shared.publisher import Publisher
 from shared.settings import Settings
 
-__all__ = ["Archiver", "QueueMessage", "Result", "log_outcome"]
+__all__ = [
+    "Archiver",
+    "MAX_RESCHEDULES",
+    "ORIGINAL_MESSAGE_ID",
+    "QueueMessage",
+    "RESCHEDULE_COUNT",
+    "Result",
+    "Scheduler",
+    "log_outcome",
+]
+
+MAX_RESCHEDULES = 5
+"""Past this many re-schedules an event takes the normal transient-failure path (redelivery, then DLQ)."""
+RESCHEDULE_COUNT = "rescheduleCount"
+ORIGINAL_MESSAGE_ID = "originalMessageId"
+"""Application properties of a re-scheduled copy (shared.reschedule)."""
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +42,32 @@ class QueueMessage:
     message_id: str
     correlation_id: str | None = None
     delivery_count: int | None = None
+    content_type: str | None = None
+    application_properties: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def original_message_id(self) -> str:
+        """The id of the message as first sent, kept by re-scheduled copies."""
+        original = self.application_properties.get(ORIGINAL_MESSAGE_ID)
+        if isinstance(original, bytes):
+            original = original.decode("utf-8", "replace")
+        return original if isinstance(original, str) and original else self.message_id
+
+    @property
+    def reschedule_count(self) -> int:
+        """How many times this event was re-scheduled already."""
+        try:
+            return max(int(self.application_properties.get(RESCHEDULE_COUNT, 0)), 0)
+        except (TypeError, ValueError):
+            return 0
+
+
+class Scheduler(Protocol):
+    """Puts a copy of a queue message back on the queue for later (shared.reschedule)."""
+
+    def schedule(self, message: QueueMessage, delay_seconds: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +81,11 @@ class Result:
 class Archiver:
     """Processes archive events with one ARM client and one publisher."""
 
-    def __init__(self, settings: Settings, arm: ArmClient, publisher: Publisher) -> None:
+    def __init__(self, settings: Settings, arm: ArmClient, publisher: Publisher, scheduler: Scheduler | None = None) -> None:
         self.settings = settings
         self.arm = arm
         self.publisher = publisher
+        self.scheduler = scheduler
 
     def process(self, event: Any, inbound: Inbound) -> Result:
         """Parse an already decoded event and apply it; never raises for a bad event or an ARM error."""
@@ -74,16 +117,19 @@ class Archiver:
         leave it to Service Bus: redelivery, or the dead-letter queue after the last delivery.
         """
         delivery = message.delivery_count or 1
+        original_id = message.original_message_id
         inbound = Inbound(
             source="servicebus",
-            correlation_id=message.correlation_id or message.message_id,
-            message_id=message.message_id,
+            correlation_id=message.correlation_id or original_id,
+            message_id=original_id,
             delivery_count=message.delivery_count,
             raw=message.body.decode("utf-8", "replace"),
         )
         result = self.process_raw(message.body, inbound)
         error = result.error
         last_delivery = delivery >= self.settings.max_delivery_count
+        if error is not None and error.reschedule_after is not None and self._rescheduled(message, error, last_delivery):
+            return result
         if error is not None and error.retryable and not last_delivery:
             log.warning(
                 "message %s: %s after %d attempts; leaving it for redelivery (delivery %d of %d)",
@@ -96,6 +142,25 @@ class Archiver:
             log.error("message %s: %s on its last delivery; it goes to the dead-letter queue", message.message_id, error.code)
             raise error
         return result
+
+
+    def _rescheduled(self, message: QueueMessage, error: ArchiverError, last_delivery: bool) -> bool:
+        """Schedule a copy at now + Retry-After so the original can complete; False to fail normally."""
+        if self.scheduler is None or message.reschedule_count >= MAX_RESCHEDULES:
+            return False
+        try:
+            self.scheduler.schedule(message, error.reschedule_after or 0.0)
+        except PublishFailed as failure:
+            if not last_delivery:
+                log.warning("message %s: %s; leaving it for redelivery", message.message_id, failure.message)
+                raise
+            log.error("message %s: %s on its last delivery", message.message_id, failure.message)
+            return False
+        log.warning(
+            "message %s: ARM asked to wait %.0f s (%s); re-scheduled a copy (%d of %d), completing the original",
+            message.message_id, error.reschedule_after, error.code, message.reschedule_count + 1, MAX_RESCHEDULES,
+        )
+        return True
 
 
 def log_outcome(result: Result, reference: str | None) -> None:
