@@ -106,8 +106,11 @@ def _unwrap(event: Any) -> Mapping[str, Any]:
     """Return the archive data of a flat, CloudEvents or Event Grid event."""
     if not isinstance(event, Mapping):
         raise InvalidEvent("event", f"must be a JSON object, not {_json_type(event)}")
-    envelope = "CloudEvents" if "specversion" in event else "Event Grid" if "eventType" in event and "dataVersion" in event else None
-    if envelope is None:
+    if "specversion" in event:
+        envelope = "CloudEvents"
+    elif "eventType" in event and ("dataVersion" in event or "data" in event):
+        envelope = "Event Grid"
+    else:
         return event
     data = event.get("data")
     if not isinstance(data, Mapping):
