@@ -77,6 +77,11 @@ class Result:
     outcome: Outcome
     error: ArchiverError | None = None
 
+    @classmethod
+    def failure(cls, inbound: Inbound, error: ArchiverError, request: ArchiveRequest | None = None) -> Result:
+        """The result of an event that was rejected or failed."""
+        return cls(build_outcome(inbound, request, error=error), error)
+
 
 class Archiver:
     """Processes archive events with one ARM client and one publisher."""
@@ -95,7 +100,7 @@ class Archiver:
             check_allowed(request, self.settings)
             result = self.arm.update_run(request)
         except ArchiverError as error:
-            return Result(build_outcome(inbound, request, error=error), error)
+            return Result.failure(inbound, error, request)
         return Result(build_outcome(inbound, request, result=result))
 
     def process_raw(self, raw: bytes, inbound: Inbound) -> Result:
@@ -103,7 +108,7 @@ class Archiver:
         try:
             event = decode_json(raw)
         except InvalidEvent as error:
-            return Result(build_outcome(inbound, None, error=error), error)
+            return Result.failure(inbound, error)
         return self.process(event, inbound)
 
     def publish(self, outcome: Outcome) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from shared.errors import ArchiverError, ConfigurationError, InvalidEvent, PublishFailed
 from shared.events import decode_json, is_validation_event
-from shared.outcome import Inbound, build_outcome, new_correlation_id
+from shared.outcome import Inbound, new_correlation_id
 from shared.runtime import Runtime
 from shared.service import Archiver, Result, log_outcome
 from shared.settings import missing_settings
@@ -79,15 +79,14 @@ def webhook_options(request: HttpRequestLike) -> HttpReply:
 
 def archive_events(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
     """POST archive-events: one event, a batch of at most MAX_BATCH, or Event Grid's validation event."""
-    headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER) or new_correlation_id()}
-    archiver, body, refusal = _admit(runtime, request, headers)
-    if refusal is not None:
-        return refusal
-    inbound = Inbound(source="http", correlation_id=headers[CORRELATION_HEADER], raw=body.decode("utf-8", "replace"))
+    admitted = _admit(runtime, request)
+    if isinstance(admitted, HttpReply):
+        return admitted
+    archiver, inbound, headers = admitted.archiver, admitted.inbound, admitted.headers
     try:
-        event = decode_json(body)
+        event = decode_json(admitted.body)
     except InvalidEvent as error:
-        return _single_reply(archiver, Result(build_outcome(inbound, None, error=error), error), headers)
+        return _single_reply(archiver, Result.failure(inbound, error), headers)
     validation = _validation_answer(event)
     if validation is not None:
         log.info("answered Event Grid subscription validation")
@@ -96,21 +95,20 @@ def archive_events(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
         return _single_reply(archiver, archiver.process(event, inbound), headers)
     if not event or len(event) > MAX_BATCH:
         error = InvalidEvent("body", f"a batch must hold 1 to {MAX_BATCH} events, not {len(event)}")
-        return _single_reply(archiver, Result(build_outcome(inbound, None, error=error), error), headers)
+        return _single_reply(archiver, Result.failure(inbound, error), headers)
     return _batch_reply(runtime, archiver, event, inbound, headers)
 
 
 def arm_patch(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
     """The ARM-compatible mirror of Runs - Update: 200 with the final Run, or ARM's error shape."""
-    headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER) or new_correlation_id()}
-    archiver, body, refusal = _admit(runtime, request, headers)
-    if refusal is not None:
-        return refusal
-    inbound = Inbound(source="http", correlation_id=headers[CORRELATION_HEADER], raw=body.decode("utf-8", "replace"))
+    admitted = _admit(runtime, request)
+    if isinstance(admitted, HttpReply):
+        return admitted
+    archiver, inbound, headers = admitted.archiver, admitted.inbound, admitted.headers
     try:
-        event = _mirror_event(request, body, archiver.settings.arm_api_version)
+        event = _mirror_event(request, admitted.body, archiver.settings.arm_api_version)
     except InvalidEvent as error:
-        result = Result(build_outcome(inbound, None, error=error), error)
+        result = Result.failure(inbound, error)
     else:
         result = archiver.process(event, inbound)
     failure = _publish(archiver, [result], headers)
@@ -121,23 +119,35 @@ def arm_patch(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
     return HttpReply(200, result.outcome.body["run"], headers)
 
 
-def _admit(runtime: Runtime, request: HttpRequestLike, headers: dict[str, str]) -> tuple[Archiver, bytes, HttpReply | None]:
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A write request that passed the checks: from here on it is an event and gets an outcome."""
+
+    archiver: Archiver
+    body: bytes
+    headers: dict[str, str]
+    inbound: Inbound
+
+
+def _admit(runtime: Runtime, request: HttpRequestLike) -> _Admitted | HttpReply:
     """The checks that run before a request counts as an event: size, settings, signature, content type."""
+    headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER) or new_correlation_id()}
     body = request.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
-        return None, body, _error_reply(413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes", headers)  # type: ignore[return-value]
+        return _error_reply(413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes", headers)
     try:
         archiver = runtime.archiver()
     except ConfigurationError as error:
         log.error("refusing HTTP request: %s", error.message)
-        return None, body, _error_reply(500, error.code, error.message, headers)  # type: ignore[return-value]
+        return _error_reply(500, error.code, error.message, headers)
     secret = archiver.settings.webhook_secret
     if secret is not None and not _signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
-        return archiver, body, _error_reply(401, "InvalidSignature", f"{SIGNATURE_HEADER} is missing or does not match the body", headers)
+        return _error_reply(401, "InvalidSignature", f"{SIGNATURE_HEADER} is missing or does not match the body", headers)
     content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if content_type and not _is_json(content_type):
-        return archiver, body, _error_reply(415, "UnsupportedMediaType", "the body must be JSON (Content-Type application/json)", headers)
-    return archiver, body, None
+        return _error_reply(415, "UnsupportedMediaType", "the body must be JSON (Content-Type application/json)", headers)
+    inbound = Inbound(source="http", correlation_id=headers[CORRELATION_HEADER], raw=body.decode("utf-8", "replace"))
+    return _Admitted(archiver, body, headers, inbound)
 
 
 def _signature_ok(secret: str, body: bytes, header: str | None) -> bool:
