@@ -26,18 +26,15 @@ SUBSCRIPTION = "4385cf00-2d3a-425a-832f-f4285b1c9dce"
 GROUP = "myResourceGroup"
 REGISTRY = "myRegistry"
 SEED_RUN = "0accec26-d6de-4757-8e74-d080f38eaaab"
-LRO_RUN = "cab7"
 MISSING_RUN = "doesnotexist1"
 SECRET = "demo-webhook-secret"
 
 
 def main() -> int:
     """Run the demo; exit 0 when succeeded, failed and rejected outcomes all came out."""
-    logging.basicConfig(level=logging.WARNING, format="  [log] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.ERROR, format="  [log] %(levelname)s %(name)s: %(message)s")
     outcome_file = Path(tempfile.mkdtemp(prefix="acr-archiver-demo-")) / "outcomes.jsonl"
     with IdentityEmulator() as identity, ArmEmulator(token_validator=identity.is_valid) as arm:
-        arm.add_run(SUBSCRIPTION, GROUP, REGISTRY, LRO_RUN, example="RunsGet")
-        arm.set_lro(LRO_RUN, polls=2, via="async")
         os.environ.update(identity.environ())
         os.environ.update(
             {
@@ -53,28 +50,26 @@ def main() -> int:
         from function_app import app  # imported after the settings are in place, as the host would
 
         functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
-        print(f"ARM emulator {arm.url}  identity endpoint {identity.endpoint}  outcomes -> {outcome_file}\n")
-        _send_queue(functions, {"subscriptionId": SUBSCRIPTION, "resourceGroupName": GROUP, "registryName": REGISTRY, "runId": SEED_RUN, "isArchiveEnabled": True})
-        _send_queue(functions, {"runResourceId": _resource_id(LRO_RUN), "isArchiveEnabled": True})
-        _send_queue(functions, {"registryName": REGISTRY, "runId": MISSING_RUN, "isArchiveEnabled": True})
-        _send_queue(functions, {"registryName": REGISTRY, "runId": "../../etc", "isArchiveEnabled": "yes"})
-        cloud_event = {
-            "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/pipelines/nightly", "type": "Acr.Run.ArchiveRequested",
-            "data": {"registryName": REGISTRY, "runId": SEED_RUN, "isArchiveEnabled": False},
-        }
-        _post(functions["archive_events"], "archive-events", cloud_event, "POST")
-        _post(functions["arm_patch_run"], _resource_id(SEED_RUN).lstrip("/"), {"isArchiveEnabled": True}, "PATCH", route=_route(SEED_RUN))
-        _post(functions["archive_events"], "archive-events", [{"registryName": "no", "runId": SEED_RUN, "isArchiveEnabled": True}], "POST")
+        senders = {"queue": _send_queue, "POST": _send_post, "PATCH": _send_patch}
+        print(f"ARM emulator {arm.url}   identity endpoint {identity.endpoint}\noutcomes -> {outcome_file}\n")
+        settled = []
+        for channel, send in senders.items():
+            lro_run = f"lro{channel.lower()}1"
+            arm.add_run(SUBSCRIPTION, GROUP, REGISTRY, lro_run, example="RunsGet")
+            arm.set_lro(lro_run, polls=2, via={"queue": "async", "POST": "location", "PATCH": "run"}[channel])
+            for run_id, flag in ((SEED_RUN, channel != "POST"), (lro_run, True), (MISSING_RUN, True), ("../../etc", "yes")):
+                settled.append(send(functions, run_id, flag))
         token_calls = identity.calls
+        connections = arm.stats()["connections"]
     records = [json.loads(line) for line in outcome_file.read_text().splitlines()]
-    print(f"{'source':<10} {'outcome':<9} {'subject':<24} {'registry/run':<50} {'archive':<7} {'tries':>5} {'http':>4}  detail")
-    for record in records:
-        print(_line(record))
+    print(f"{'entry':<6} {'settled':<9} {'outcome':<9} {'subject':<24} {'registry/run':<48} {'tries':>5} {'arm':>4}  detail")
+    for channel_result, record in zip(settled, records):
+        print(f"{channel_result:<16} {_line(record)}")
     seen = {record["body"]["outcome"] for record in records}
-    print(f"\n{len(records)} outcomes; managed-identity token requests: {token_calls}")
+    print(f"\n{len(records)} outcomes from {len(settled)} events; managed-identity token requests: {token_calls}; TCP connections to ARM: {connections}")
     missing = {"succeeded", "failed", "rejected"} - seen
-    if missing:
-        print(f"demo FAILED: no {', '.join(sorted(missing))} outcome", file=sys.stderr)
+    if missing or len(records) != len(settled):
+        print(f"demo FAILED: outcomes missing ({', '.join(sorted(missing)) or 'count'})", file=sys.stderr)
         return 1
     return 0
 
@@ -87,7 +82,11 @@ def _route(run_id: str) -> dict[str, str]:
     return {"subscriptionId": SUBSCRIPTION, "resourceGroupName": GROUP, "registryName": REGISTRY, "runId": run_id}
 
 
-def _send_queue(functions: dict[str, Any], event: dict[str, Any]) -> None:
+def _send_queue(functions: dict[str, Any], run_id: str, flag: Any) -> str:
+    """Through the queue trigger, as a resource-id event; returns how the message was settled."""
+    event = {"runResourceId": _resource_id(run_id), "isArchiveEnabled": flag}
+    if not isinstance(flag, bool):
+        event = {"registryName": REGISTRY, "runId": run_id, "isArchiveEnabled": flag}
     message = ServiceBusMessage(
         body=json.dumps(event).encode(),
         message_id=str(uuid.uuid4()),
@@ -95,20 +94,40 @@ def _send_queue(functions: dict[str, Any], event: dict[str, Any]) -> None:
         application_properties={},
         user_properties={},
     )
-    functions["archive_queue"](message)
+    try:
+        functions["archive_queue"](message)
+    except Exception as error:  # the host would abandon the message: Service Bus redelivers it
+        return f"queue  raised {type(error).__name__}"
+    return "queue  completed"
 
 
-def _post(function: Any, path: str, payload: Any, method: str, route: dict[str, str] | None = None) -> None:
+def _send_post(functions: dict[str, Any], run_id: str, flag: Any) -> str:
+    """POST archive-events with a CloudEvent; returns the HTTP status."""
+    event = {
+        "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/pipelines/nightly", "type": "Acr.Run.ArchiveRequested",
+        "data": {"registryName": REGISTRY, "runId": run_id, "isArchiveEnabled": flag},
+    }
+    response = functions["archive_events"](_request("POST", "archive-events", event, {}))
+    return f"POST   HTTP {response.status_code}"
+
+
+def _send_patch(functions: dict[str, Any], run_id: str, flag: Any) -> str:
+    """The ARM-compatible PATCH route; returns the HTTP status."""
+    response = functions["arm_patch_run"](_request("PATCH", _resource_id(run_id).lstrip("/"), {"isArchiveEnabled": flag}, _route(run_id)))
+    return f"PATCH  HTTP {response.status_code}"
+
+
+def _request(method: str, path: str, payload: Any, route: dict[str, str]) -> func.HttpRequest:
     body = json.dumps(payload).encode()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    request = func.HttpRequest(
+    return func.HttpRequest(
         method,
-        f"http://localhost:7071/api/{path}",
+        f"http://localhost:7071/api/{path}?api-version=2019-04-01",
         headers={"Content-Type": "application/json", "X-Signature-256": signature},
-        route_params=route or {},
+        params={"api-version": "2019-04-01"} if method == "PATCH" else {},
+        route_params=route,
         body=body,
     )
-    function(request)
 
 
 def _line(record: dict[str, Any]) -> str:
@@ -122,8 +141,7 @@ def _line(record: dict[str, Any]) -> str:
     else:
         detail = f"provisioningState={properties.get('provisioningState')} status={properties.get('status')} isArchiveEnabled={properties.get('isArchiveEnabled')}"
     status = record["application_properties"].get("httpStatus", "-")
-    archive = request.get("isArchiveEnabled", "-")
-    return f"{body['source']:<10} {body['outcome']:<9} {record['subject']:<24} {where:<50} {str(archive):<7} {body['attempts']:>5} {status!s:>4}  {detail[:110]}"
+    return f"{body['outcome']:<9} {record['subject']:<24} {where:<48} {body['attempts']:>5} {status!s:>4}  {detail[:100]}"
 
 
 if __name__ == "__main__":
