@@ -73,7 +73,7 @@ var registrySubscriptionId = registrySegments[2]
 var registryResourceGroup = registrySegments[4]
 var registryName = last(registrySegments)
 
-resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
   location: location
   tags: tags
