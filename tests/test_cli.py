@@ -20,7 +20,7 @@ from azure.servicebus.exceptions import MessageLockLostError, ServiceBusConnecti
 from shared.arm import ArmResult
 from shared.cli import main
 from shared.cli.context import DEFAULT_SUBSCRIPTION
-from shared.errors import InvalidEvent
+from shared.errors import ArmError, InvalidEvent
 from shared.events import ArchiveRequest
 from shared.outcome import Inbound, build_outcome
 from shared.publisher import to_message
@@ -395,8 +395,6 @@ def _outcome_message(run_id: str, *, failed: bool) -> ServiceBusMessage:
     request = ArchiveRequest(SUB, GROUP, REGISTRY, run_id, True)
     inbound = Inbound(source="servicebus", correlation_id=f"corr-{run_id}", message_id=f"in-{run_id}", delivery_count=1, raw="{}")
     if failed:
-        from shared.errors import ArmError
-
         error = ArmError("The Resource was not found.", code="ResourceNotFound", status=404, request_id="req-1")
         return to_message(build_outcome(inbound, request, error=error))
     run = {"id": run_resource_id(run_id), "name": run_id, "properties": {"isArchiveEnabled": True, "provisioningState": "Succeeded"}}
@@ -495,7 +493,7 @@ def test_the_console_script_and_module_entry_points_exist() -> None:
     """pyproject.toml declares `acr-archiver = shared.cli:main`, and `python -m shared.cli --help` works."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["acr-archiver"] == "shared.cli:main"
-    completed = subprocess.run([sys.executable, "-m", "shared.cli", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    completed = subprocess.run([sys.executable, "-m", "shared.cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0
     for command in ("archive", "send", "dead-letters", "outcomes"):
         assert command in completed.stdout

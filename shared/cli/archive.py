@@ -91,4 +91,4 @@ def _duration(start: Any, finish: Any) -> str | None:
 
 
 def _instant(text: Any) -> datetime:
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return datetime.fromisoformat(str(text))  # Python 3.11 reads the trailing Z

@@ -139,7 +139,7 @@ def _print_list(args: argparse.Namespace, ctx: Context, dead_letters: list[Any])
 def _print_resubmitted(args: argparse.Namespace, ctx: Context, rows: list[list[Any]]) -> None:
     if args.output == "json":
         for row in rows:
-            print_json(dict(zip(("sequenceNumber", "messageId", "resubmittedAs", "deadLetterReason"), row)), ctx.stdout, indent=None)
+            print_json(dict(zip(("sequenceNumber", "messageId", "resubmittedAs", "deadLetterReason"), row, strict=True)), ctx.stdout, indent=None)
     else:
         print_table(RESUBMIT_HEADERS, rows, ctx.stdout, max_width=128)
 

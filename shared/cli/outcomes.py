@@ -119,7 +119,7 @@ class OutcomeTable:
 
     def _line(self, values: list[Any]) -> None:
         cells = []
-        for value, (_, width) in zip(values, self.COLUMNS):
+        for value, (_, width) in zip(values, self.COLUMNS, strict=True):
             text = " ".join(("" if value is None else str(value)).split())
             cells.append((text if len(text) <= width else text[: width - 1] + "…").ljust(width))
         self._stream.write("  ".join(cells).rstrip() + "\n")

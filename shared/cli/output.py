@@ -24,7 +24,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], stream: T
     widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
     lines = [headers, ["-" * width for width in widths], *cells]
     for line in lines:
-        stream.write("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() + "\n")
+        stream.write("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip() + "\n")
 
 
 def _cell(value: Any, max_width: int) -> str:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     queue = ctx.queue_name(args.queue)
     sent = _send_all(ctx, queue, messages)
-    rows = [[message.message_id, item.where] for message, item in zip(messages, events)]
+    rows = [[message.message_id, item.where] for message, item in zip(messages, events, strict=True)]
     if args.output == "json":
         for message_id, where in rows:
             print_json({"messageId": message_id, "source": where, "queue": queue}, ctx.stdout, indent=None)
