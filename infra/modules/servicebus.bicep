@@ -1,0 +1,132 @@
+// The Service Bus namespace (Entra ID only: local SAS auth is off), the archive queue, the outcome topic with an
+// example subscription, and the app's roles on each entity.
+param namespaceName string
+param location string
+param tags object
+param archiveQueueName string
+param outcomeTopicName string
+param failedOutcomesSubscriptionName string
+param maxDeliveryCount int
+param appPrincipalId string
+@description('Optional: an operator granted Data Sender and Data Receiver on the whole namespace (acr-archiver CLI).')
+param operatorPrincipalId string = ''
+
+var roles = {
+  dataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0' // Azure Service Bus Data Receiver
+  dataSender: '69a216fc-b8fb-44d8-bc22-1f3c2552ae39' // Azure Service Bus Data Sender
+}
+
+resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
+  name: namespaceName
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard' // topics need Standard or Premium
+    tier: 'Standard'
+  }
+  properties: {
+    disableLocalAuth: true
+    minimumTlsVersion: '1.2'
+  }
+}
+
+resource archiveQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
+  parent: namespace
+  name: archiveQueueName
+  properties: {
+    maxDeliveryCount: maxDeliveryCount // the app reads the same number as MAX_DELIVERY_COUNT
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT10M'
+    lockDuration: 'PT5M' // the longest allowed; host.json renews the lock for up to 15 minutes
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P14D'
+  }
+}
+
+resource outcomeTopic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
+  parent: namespace
+  name: outcomeTopicName
+  properties: {
+    requiresDuplicateDetection: true // outcome message ids derive from the inbound id: a redelivery's repeat is dropped
+    duplicateDetectionHistoryTimeWindow: 'PT10M'
+    defaultMessageTimeToLive: 'P14D'
+  }
+}
+
+resource failedOutcomes 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2024-01-01' = {
+  parent: outcomeTopic
+  name: failedOutcomesSubscriptionName
+  properties: {
+    maxDeliveryCount: 10
+    lockDuration: 'PT1M'
+    defaultMessageTimeToLive: 'P7D'
+    deadLetteringOnMessageExpiration: false
+  }
+}
+
+// A named rule: created through ARM it replaces the implicit $Default (1=1) rule. Naming it $Default does not
+// work (ARM reports success and the subscription ends up without rules).
+resource failedOnly 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@2024-01-01' = {
+  parent: failedOutcomes
+  name: 'outcome-failed'
+  properties: {
+    filterType: 'SqlFilter'
+    sqlFilter: {
+      sqlExpression: 'outcome = \'failed\''
+    }
+  }
+}
+
+// The trigger receives from the queue.
+resource appReceivesFromQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(archiveQueue.id, appPrincipalId, roles.dataReceiver)
+  scope: archiveQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataReceiver)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Re-scheduling an event puts it back on the queue.
+resource appSendsToQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(archiveQueue.id, appPrincipalId, roles.dataSender)
+  scope: archiveQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Outcomes are published to the topic.
+resource appSendsToTopic 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(outcomeTopic.id, appPrincipalId, roles.dataSender)
+  scope: outcomeTopic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataSender)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource operatorSends 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(namespace.id, operatorPrincipalId, roles.dataSender)
+  scope: namespace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataSender)
+    principalId: operatorPrincipalId
+  }
+}
+
+resource operatorReceives 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(namespace.id, operatorPrincipalId, roles.dataReceiver)
+  scope: namespace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataReceiver)
+    principalId: operatorPrincipalId
+  }
+}
+
+// https://<name>.servicebus.windows.net:443/ → <name>.servicebus.windows.net (any cloud's suffix)
+output fullyQualifiedNamespace string = split(split(namespace.properties.serviceBusEndpoint, '//')[1], ':')[0]

@@ -1,0 +1,499 @@
+"""The operator CLI (`acr-archiver`), against the ARM and identity emulators and the recording Service Bus fake."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+from azure.servicebus import ServiceBusMessage
+from azure.servicebus.exceptions import MessageLockLostError, ServiceBusConnectionError
+
+from shared.arm import ArmResult
+from shared.cli import main
+from shared.cli.context import DEFAULT_SUBSCRIPTION
+from shared.errors import ArmError, InvalidEvent
+from shared.events import ArchiveRequest
+from shared.outcome import Inbound, build_outcome
+from shared.publisher import to_message
+from tests.fakes import RecordingServiceBus, dead_letter_path, subscription_path
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, Emulators, assert_valid_run, run_resource_id, start_emulators
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUE = "acr-archive-events"
+TOPIC = "acr-archive-outcomes"
+DLQ = dead_letter_path(QUEUE)
+SETTINGS = {"ARCHIVE_QUEUE_NAME": QUEUE, "OUTCOME_TOPIC_NAME": TOPIC, "DEFAULT_SUBSCRIPTION_ID": SUB, "DEFAULT_RESOURCE_GROUP": GROUP}
+EVENT = {"registryName": REGISTRY, "runId": SEED_RUN, "isArchiveEnabled": True}
+
+
+class Result:
+    """Exit status and the text written to stdout and stderr."""
+
+    def __init__(self, status: int, out: str, err: str) -> None:
+        self.status, self.out, self.err = status, out, err
+
+    def json_lines(self) -> list[Any]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+def cli(*argv: str, bus: RecordingServiceBus | None = None, env: dict[str, str] | None = None, **seams: Any) -> Result:
+    """Run the CLI in-process with the given environment and Service Bus fake."""
+    out, err = io.StringIO(), io.StringIO()
+    status = main(
+        list(argv),
+        env=SETTINGS if env is None else env,
+        open_servicebus=bus.client if bus is not None else None,
+        stdout=out,
+        stderr=err,
+        **seams,
+    )
+    return Result(status, out.getvalue(), err.getvalue())
+
+
+def assert_one_line_error(result: Result, status: int, *fragments: str) -> None:
+    """A failure is one `acr-archiver: error: …` line with a non-zero status, never a traceback."""
+    assert result.status == status, (result.status, result.err)
+    error_lines = [line for line in result.err.splitlines() if line.startswith("acr-archiver: error:")]
+    assert len(error_lines) == 1, result.err
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+
+
+@pytest.fixture
+def emulators(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Emulators]:
+    """ARM and identity emulators; os.environ points azure-identity at the identity endpoint."""
+    with start_emulators(monkeypatch, tmp_path, **SETTINGS) as running:
+        yield running
+
+
+def dead_letter(bus: RecordingServiceBus, event: Any, message_id: str, **properties: Any) -> int:
+    """A queue message as the app's senders make it, dead-lettered by Service Bus."""
+    message = ServiceBusMessage(
+        json.dumps(event).encode(), message_id=message_id, correlation_id=f"corr-{message_id}",
+        content_type="application/json", application_properties=properties or None,
+    )
+    return bus.dead_letter(QUEUE, message)
+
+
+# -- archive ------------------------------------------------------------------------------------
+
+
+def test_archive_patches_the_run_and_prints_it_as_json(emulators: Emulators) -> None:
+    """One PATCH through the real ArmClient with DefaultAzureCredential; stdout is the final Run."""
+    result = cli("archive", "-r", REGISTRY, "--run-id", SEED_RUN, env=dict(os.environ))
+    assert result.status == 0, result.err
+    run = json.loads(result.out)
+    assert_valid_run(run)
+    assert run["properties"]["isArchiveEnabled"] is True
+    assert emulators.arm.get_run(SUB, GROUP, REGISTRY, SEED_RUN)["properties"]["isArchiveEnabled"] is True
+    assert emulators.arm.stats()["patches"] == 1
+
+
+def test_archive_no_archive_true_clears_the_flag_as_az_does(emulators: Emulators) -> None:
+    """`--no-archive true` sends isArchiveEnabled false (az acr task update-run semantics)."""
+    emulators.arm.add_run(SUB, GROUP, REGISTRY, "cab7", is_archive_enabled=True)
+    result = cli("archive", run_resource_id("cab7"), "--no-archive", "true", env=dict(os.environ))
+    assert result.status == 0, result.err
+    assert json.loads(result.out)["properties"]["isArchiveEnabled"] is False
+    assert emulators.arm.requests_log[-1]["body"] == {"isArchiveEnabled": False}
+
+
+def test_archive_prints_a_table_like_az(emulators: Emulators) -> None:
+    """-o table: a header, a rule and one row with the run id, status and the archive flag."""
+    result = cli("archive", "--registry", REGISTRY, "--run-id", SEED_RUN, "-o", "table", env=dict(os.environ))
+    assert result.status == 0, result.err
+    header, rule, row = result.out.splitlines()
+    assert header.split() == ["RUN", "ID", "TASK", "PLATFORM", "STATUS", "TRIGGER", "STARTED", "DURATION", "ARCHIVED"]
+    assert set(rule) <= {"-", " "}
+    assert row.split()[:4] == [SEED_RUN, "myTask", "Linux", "Succeeded"] and row.split()[-1] == "True"
+
+
+def test_archive_of_a_missing_run_is_one_line_with_arms_code(emulators: Emulators) -> None:
+    """ARM's 404 becomes exit status 1 and one line naming ResourceNotFound and the request id."""
+    result = cli("archive", "-r", REGISTRY, "--run-id", "doesnotexist1", env=dict(os.environ))
+    assert_one_line_error(result, 1, "ResourceNotFound", "HTTP 404", "x-ms-request-id")
+    assert result.out == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["-r", REGISTRY, "--run-id", "../etc"], "runId:"),
+        (["-r", "no", "--run-id", "cab7"], "registryName:"),
+        (["-r", REGISTRY], "runId: required"),
+        (["/subscriptions/x/runs/y"], "runResourceId:"),
+    ],
+    ids=["bad-run-id", "bad-registry", "no-run-id", "bad-resource-id"],
+)
+def test_archive_refuses_bad_coordinates_before_calling_arm(emulators: Emulators, argv: list[str], fragment: str) -> None:
+    """The event rules apply: exit status 2 naming the field, and no request reaches ARM."""
+    result = cli("archive", *argv, env=dict(os.environ))
+    assert_one_line_error(result, 2, fragment)
+    assert emulators.arm.stats()["requests"] == 0
+
+
+def test_archive_without_a_sign_in_says_how_to_get_one(emulators: Emulators) -> None:
+    """A credential that gives no token: one line suggesting az login, exit status 1."""
+
+    class SignedOut:
+        def get_token(self, *scopes: str, **_: Any) -> Any:
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token.\nAttempted credentials: …")
+
+    result = cli("archive", "-r", REGISTRY, "--run-id", SEED_RUN, env=dict(os.environ), credential_factory=lambda _: SignedOut())
+    assert_one_line_error(result, 1, "no Azure token", "az login")
+    assert emulators.arm.stats()["requests"] == 0
+
+
+# -- send ---------------------------------------------------------------------------------------
+
+
+def test_send_enqueues_each_argument_as_a_json_message() -> None:
+    """Each valid event becomes one application/json message on the archive queue; stdout lists their ids."""
+    bus = RecordingServiceBus()
+    other = {"runResourceId": run_resource_id("cab7"), "isArchiveEnabled": False}
+    result = cli("send", json.dumps(EVENT), json.dumps(other), bus=bus)
+    assert result.status == 0, result.err
+    messages = bus.messages(QUEUE)
+    assert [json.loads(b"".join(m.body)) for m in messages] == [EVENT, other]
+    assert {m.content_type for m in messages} == {"application/json"}
+    assert len({m.message_id for m in messages}) == 2
+    listed = result.out.splitlines()[2:]
+    assert [line.split()[0] for line in listed] == [m.message_id for m in messages]
+    assert "sent 2 event(s) to acr-archive-events" in result.err
+
+
+def test_send_reads_json_lines_and_uses_a_cloudevents_id_as_the_message_id(tmp_path: Path) -> None:
+    """A JSONL file: one message per line; a CloudEvents id becomes the message id (so a re-send is a duplicate)."""
+    cloud_event = {"specversion": "1.0", "id": "ce-1", "source": "/ci", "type": "Acr.Run.ArchiveRequested", "data": EVENT}
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(EVENT) + "\n\n" + json.dumps(cloud_event) + "\n")
+    bus = RecordingServiceBus()
+    result = cli("send", "--file", str(path), "-o", "json", bus=bus)
+    assert result.status == 0, result.err
+    assert [m.message_id for m in bus.messages(QUEUE)][1] == "ce-1"
+    assert [line["source"] for line in result.json_lines()] == [f"{path} line 1", f"{path} line 3"]
+
+
+def test_send_reads_a_json_array_file(tmp_path: Path) -> None:
+    """A JSON array: one message per element."""
+    path = tmp_path / "events.json"
+    path.write_text(json.dumps([EVENT, EVENT, EVENT], indent=2))
+    bus = RecordingServiceBus()
+    assert cli("send", "-f", str(path), bus=bus).status == 0
+    assert len(bus.messages(QUEUE)) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (f'{json.dumps(EVENT)}\n{json.dumps(EVENT)}\n{{"registryName": "{REGISTRY}", "isArchiveEnabled": true}}\n', "line 3: runId: required"),
+        (f'{json.dumps(EVENT)}\n{{"runId": "cab7", "isArchiveEnabled": "true"}}\n', "line 2: isArchiveEnabled: must be a JSON boolean"),
+        (f'{json.dumps(EVENT)}\n{{"runId": \n', "line 2: not valid JSON"),
+        ('[\n  {"runId": "cab7", "isArchiveEnabled": true},\n  {"runId": "..", "isArchiveEnabled": true}\n]', "line 3: runId:"),
+    ],
+    ids=["missing-field", "string-flag", "broken-json", "array-element"],
+)
+def test_send_refuses_the_first_bad_event_naming_field_and_line(tmp_path: Path, content: str, fragment: str) -> None:
+    """Nothing is sent when any event is invalid; the error names the file line and the field."""
+    path = tmp_path / "events.jsonl"
+    path.write_text(content)
+    bus = RecordingServiceBus()
+    result = cli("send", "--file", str(path), bus=bus, env={**SETTINGS, "DEFAULT_REGISTRY_NAME": REGISTRY})
+    assert_one_line_error(result, 2, f"{path} {fragment}")
+    assert bus.sent == [] and bus.clients_created == 0
+
+
+def test_send_refuses_a_registry_the_app_would_reject() -> None:
+    """ALLOWED_REGISTRIES applies as it does in the app."""
+    bus = RecordingServiceBus()
+    result = cli("send", json.dumps(EVENT), bus=bus, env={**SETTINGS, "ALLOWED_REGISTRIES": "otherRegistry"})
+    assert_one_line_error(result, 2, "argument 1: registryName:", "ALLOWED_REGISTRIES")
+    assert bus.sent == []
+
+
+def test_send_dry_run_validates_and_sends_nothing() -> None:
+    """--dry-run: valid events are counted, no client is even opened."""
+    bus = RecordingServiceBus()
+    result = cli("send", "--dry-run", json.dumps(EVENT), bus=bus)
+    assert result.status == 0 and "1 valid event(s); nothing sent" in result.err
+    assert bus.clients_created == 0
+
+
+def test_send_many_events_in_batches_with_a_progress_bar(tmp_path: Path) -> None:
+    """120 events: three sends of at most 50, and a progress bar on stderr that reaches 120/120."""
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({**EVENT, "runId": f"run{n}"}) + "\n" for n in range(120)))
+    bus = RecordingServiceBus()
+    result = cli("--progress", "send", "-f", str(path), bus=bus)
+    assert result.status == 0, result.err
+    assert len(bus.messages(QUEUE)) == 120
+    assert [b"".join(m.body) for m in bus.messages(QUEUE)][-1] == json.dumps({**EVENT, "runId": "run119"}, separators=(",", ":")).encode()
+    assert "[##############################] 120/120" in result.err
+    assert len([entry for entry in bus.log if entry[0] == "send"]) == 120
+
+
+def test_a_refused_send_says_how_many_went_through(tmp_path: Path) -> None:
+    """A Service Bus failure on the second batch: one line with the count already sent, exit status 1."""
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({**EVENT, "runId": f"run{n}"}) + "\n" for n in range(60)))
+    bus = RecordingServiceBus()
+    bus.fail_next(None, ServiceBusConnectionError(message="connection to the namespace was lost\nmore detail"))
+    result = cli("send", "-f", str(path), bus=bus)
+    assert_one_line_error(result, 1, "sent 50 of 60 event(s)", "ServiceBusConnectionError: connection to the namespace was lost")
+    assert len(bus.messages(QUEUE)) == 50
+
+
+def test_send_without_any_service_bus_setting_says_which_to_set() -> None:
+    """No connection string and no namespace: exit status 2 naming the settings."""
+    result = cli("send", json.dumps(EVENT), env=SETTINGS)
+    assert_one_line_error(result, 2, "ServiceBusConnection__fullyQualifiedNamespace", "--namespace")
+
+
+def test_a_malformed_connection_string_is_named_never_shown() -> None:
+    """A bad ServiceBusConnection is reported by name; its value never appears."""
+    secret = "Endpoint=nonsense;SharedAccessKey=do-not-print-me"
+    result = cli("send", json.dumps(EVENT), env={**SETTINGS, "ServiceBusConnection": secret})
+    assert_one_line_error(result, 2, "ServiceBusConnection is not a valid")
+    assert "do-not-print-me" not in result.err + result.out
+
+
+# -- dead-letters --------------------------------------------------------------------------------
+
+
+def test_dead_letters_list_browses_without_removing() -> None:
+    """list: sequence number, reason and the event, for each dead letter; all stay in the dead-letter queue."""
+    bus = RecordingServiceBus()
+    for n in range(3):
+        dead_letter(bus, {**EVENT, "runId": f"run{n}"}, f"m{n}")
+    result = cli("dead-letters", "list", bus=bus)
+    assert result.status == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split()[:4] == ["SEQ", "ENQUEUED", "DELIVERIES", "REASON"]
+    assert len(lines) == 5 and "MaxDeliveryCountExceeded" in lines[2] and f"{REGISTRY}/run0 isArchiveEnabled=True" in lines[2]
+    assert len(bus.waiting(DLQ)) == 3
+    assert [entry for entry in bus.log if entry[0] != "send"] == []
+
+
+def test_dead_letters_list_as_json_lines() -> None:
+    """-o json: one object per dead letter with the reason, the description and the decoded event."""
+    bus = RecordingServiceBus()
+    dead_letter(bus, EVENT, "m1", origin="pipeline")
+    (item,) = cli("dead-letters", "-o", "json", bus=bus).json_lines()
+    assert item["messageId"] == "m1" and item["correlationId"] == "corr-m1"
+    assert item["deadLetterReason"] == "MaxDeliveryCountExceeded" and item["deadLetterErrorDescription"]
+    assert item["applicationProperties"] == {"origin": "pipeline"}
+    assert item["body"] == EVENT
+
+
+def test_resubmit_sends_each_copy_before_completing_its_dead_letter() -> None:
+    """Every dead letter: the copy is sent to the queue first, and only then is the dead letter completed."""
+    bus = RecordingServiceBus()
+    for n in range(3):
+        dead_letter(bus, {**EVENT, "runId": f"run{n}"}, f"m{n}", origin="pipeline")
+    result = cli("dead-letters", "resubmit", bus=bus)
+    assert result.status == 0, result.err
+    assert bus.log == [
+        entry
+        for n in range(3)
+        for entry in (("send", QUEUE, f"m{n}:resubmit-1"), ("complete", DLQ, f"m{n}"))
+    ]
+    assert bus.waiting(DLQ) == []
+    assert "re-submitted 3 dead letter(s) to acr-archive-events" in result.err
+
+
+def test_a_resubmitted_copy_keeps_body_correlation_and_properties() -> None:
+    """Same body, content type and correlation id; properties kept, plus resubmittedFrom and resubmitCount."""
+    bus = RecordingServiceBus()
+    dead_letter(bus, EVENT, "m1", origin="pipeline")
+    cli("dead-letters", "resubmit", bus=bus)
+    (copy,) = bus.messages(QUEUE)
+    assert json.loads(b"".join(copy.body)) == EVENT
+    assert copy.content_type == "application/json" and copy.correlation_id == "corr-m1"
+    assert copy.message_id == "m1:resubmit-1"
+    assert copy.application_properties == {"origin": "pipeline", "resubmittedFrom": "m1", "resubmitCount": 1}
+
+
+def test_a_copy_dead_lettered_again_is_resubmitted_under_the_next_count() -> None:
+    """The chain keeps its first message id; the count grows."""
+    bus = RecordingServiceBus()
+    dead_letter(bus, EVENT, "m1")
+    cli("dead-letters", "resubmit", bus=bus)
+    (copy,) = bus.messages(QUEUE)
+    bus.dead_letter(QUEUE, copy)
+    cli("dead-letters", "resubmit", bus=bus)
+    second = bus.messages(QUEUE)[-1]
+    assert second.message_id == "m1:resubmit-2"
+    assert second.application_properties["resubmittedFrom"] == "m1" and second.application_properties["resubmitCount"] == 2
+    assert second.correlation_id == "corr-m1"
+
+
+def test_a_failed_send_leaves_the_dead_letter_in_place() -> None:
+    """The second copy is refused: it and the rest are abandoned, never completed; exit status 1, one line."""
+    bus = RecordingServiceBus()
+    for n in range(3):
+        dead_letter(bus, {**EVENT, "runId": f"run{n}"}, f"m{n}")
+    bus.fail_send_of("m1:resubmit-1", ServiceBusConnectionError(message="link detached"))
+    result = cli("dead-letters", "resubmit", bus=bus)
+    assert_one_line_error(result, 1, "#2 was not re-submitted", "stays in the dead-letter queue", "link detached")
+    assert bus.log == [
+        ("send", QUEUE, "m0:resubmit-1"),
+        ("complete", DLQ, "m0"),
+        ("abandon", DLQ, "m1"),
+        ("abandon", DLQ, "m2"),
+    ]
+    waiting = bus.waiting(DLQ)
+    assert [m.sequence_number for m in waiting] == [2, 3] and all(m.locked_by is None for m in waiting)
+    assert "re-submitted 1 dead letter(s)" in result.err
+
+
+def test_a_dead_letter_that_cannot_be_completed_is_reported_after_its_copy_was_sent() -> None:
+    """Lock lost after the send: the copy stays sent, the dead letter stays, the line says a re-run is a duplicate."""
+    bus = RecordingServiceBus()
+    dead_letter(bus, EVENT, "m1")
+    bus.fail_next_settlement(MessageLockLostError(message="lock expired"))
+    result = cli("dead-letters", "resubmit", bus=bus)
+    assert_one_line_error(result, 1, "re-submitted as m1:resubmit-1 but could not be removed", "duplicate-detection")
+    assert [m.message_id for m in bus.messages(QUEUE)] == ["m1:resubmit-1"]
+    assert len(bus.waiting(DLQ)) == 1
+
+
+def test_resubmit_dry_run_sends_and_settles_nothing() -> None:
+    """--dry-run lists what would be sent, with the new message ids; the dead letters are only peeked."""
+    bus = RecordingServiceBus()
+    dead_letter(bus, EVENT, "m1")
+    result = cli("dead-letters", "resubmit", "--dry-run", bus=bus)
+    assert result.status == 0, result.err
+    assert "m1:resubmit-1" in result.out and "would re-submit 1 dead letter(s)" in result.err
+    assert bus.log == [] and len(bus.waiting(DLQ)) == 1 and bus.waiting(DLQ)[0].locked_by is None
+
+
+def test_resubmit_stops_at_max_and_shows_progress() -> None:
+    """--max bounds the run; --progress draws the bar against the peeked total."""
+    bus = RecordingServiceBus()
+    for n in range(30):
+        dead_letter(bus, {**EVENT, "runId": f"run{n}"}, f"m{n}")
+    result = cli("--progress", "dead-letters", "resubmit", "--max", "25", bus=bus)
+    assert result.status == 0, result.err
+    assert len(bus.messages(QUEUE)) == 25 and len(bus.waiting(DLQ)) == 5
+    assert "25/25" in result.err
+
+
+# -- outcomes ------------------------------------------------------------------------------------
+
+
+def _outcome_message(run_id: str, *, failed: bool) -> ServiceBusMessage:
+    request = ArchiveRequest(SUB, GROUP, REGISTRY, run_id, True)
+    inbound = Inbound(source="servicebus", correlation_id=f"corr-{run_id}", message_id=f"in-{run_id}", delivery_count=1, raw="{}")
+    if failed:
+        error = ArmError("The Resource was not found.", code="ResourceNotFound", status=404, request_id="req-1")
+        return to_message(build_outcome(inbound, request, error=error))
+    run = {"id": run_resource_id(run_id), "name": run_id, "properties": {"isArchiveEnabled": True, "provisioningState": "Succeeded"}}
+    return to_message(build_outcome(inbound, request, result=ArmResult(run, 200, 1, "req-2")))
+
+
+def test_outcomes_are_received_printed_and_completed() -> None:
+    """The table shows outcome, run, HTTP status and error; each message is completed after it is printed."""
+    bus = RecordingServiceBus()
+    bus.deliver(TOPIC, DEFAULT_SUBSCRIPTION, _outcome_message("gone1", failed=True))
+    bus.deliver(TOPIC, DEFAULT_SUBSCRIPTION, _outcome_message("gone2", failed=True))
+    result = cli("outcomes", bus=bus)
+    assert result.status == 0, result.err
+    header, _, first, second = result.out.splitlines()
+    assert header.split()[:3] == ["COMPLETED", "OUTCOME", "SOURCE"]
+    assert "failed" in first and f"{REGISTRY}/gone1" in first and "404" in first and "ResourceNotFound" in first and "corr-gone1" in first
+    assert f"{REGISTRY}/gone2" in second
+    assert bus.waiting(subscription_path(TOPIC, DEFAULT_SUBSCRIPTION)) == []
+    assert [entry[0] for entry in bus.log] == ["complete", "complete"]
+    assert "2 outcome(s) from acr-archive-outcomes/failed-outcomes" in result.err
+
+
+def test_outcomes_as_json_are_outcome_file_lines() -> None:
+    """-o json prints exactly what OUTCOME_FILE would hold: properties with their JSON types, and the body."""
+    bus = RecordingServiceBus()
+    message = _outcome_message("cab7", failed=False)
+    bus.deliver(TOPIC, "all", message)
+    (line,) = cli("outcomes", "--subscription", "all", "-o", "json", bus=bus).json_lines()
+    assert line["message_id"] == "in-cab7:outcome" and line["correlation_id"] == "corr-cab7"
+    assert line["subject"] == "RunArchiveUpdated" and line["content_type"] == "application/json"
+    assert line["application_properties"] == message.application_properties
+    assert line["application_properties"]["isArchiveEnabled"] is True and line["application_properties"]["httpStatus"] == 200
+    assert line["body"] == json.loads(b"".join(message.body))
+
+
+def test_outcomes_peek_leaves_them_on_the_subscription() -> None:
+    """--peek browses: nothing is completed."""
+    bus = RecordingServiceBus()
+    bus.deliver(TOPIC, DEFAULT_SUBSCRIPTION, _outcome_message("gone1", failed=True))
+    result = cli("outcomes", "--peek", bus=bus)
+    assert result.status == 0 and "gone1" in result.out
+    assert len(bus.waiting(subscription_path(TOPIC, DEFAULT_SUBSCRIPTION))) == 1 and bus.log == []
+
+
+def test_outcomes_stop_at_max() -> None:
+    """--max 1 takes one outcome and leaves the rest."""
+    bus = RecordingServiceBus()
+    for n in range(3):
+        bus.deliver(TOPIC, DEFAULT_SUBSCRIPTION, _outcome_message(f"gone{n}", failed=True))
+    assert cli("outcomes", "--max", "1", bus=bus).status == 0
+    assert len(bus.waiting(subscription_path(TOPIC, DEFAULT_SUBSCRIPTION))) == 2
+
+
+def test_outcomes_of_an_outcome_file_are_printed_the_same_way(tmp_path: Path) -> None:
+    """--file reads OUTCOME_FILE lines (the local sink) into the same table."""
+    path = tmp_path / "outcomes.jsonl"
+    inbound = Inbound(source="http", correlation_id="c1", raw='{"runId": 5}')
+    rejected = build_outcome(inbound, None, error=InvalidEvent("runId", "must be a string, not a number"))
+    path.write_text(json.dumps(rejected.as_record()) + "\n")
+    result = cli("outcomes", "--file", str(path))
+    assert result.status == 0, result.err
+    assert "rejected" in result.out and "InvalidEvent: runId: must be a string" in result.out
+
+
+def test_outcomes_without_a_topic_name_say_which_setting() -> None:
+    """No OUTCOME_TOPIC_NAME and no --topic: exit status 2."""
+    result = cli("outcomes", bus=RecordingServiceBus(), env={"ARCHIVE_QUEUE_NAME": QUEUE})
+    assert_one_line_error(result, 2, "OUTCOME_TOPIC_NAME", "--topic")
+
+
+# -- settings and entry points -------------------------------------------------------------------
+
+
+def test_settings_come_from_a_local_settings_file(tmp_path: Path) -> None:
+    """--settings reads local.settings.json Values (the same names the app reads)."""
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": {"ARCHIVE_QUEUE_NAME": "from-file", "DEFAULT_REGISTRY_NAME": REGISTRY}}))
+    bus = RecordingServiceBus()
+    result = cli("--settings", str(path), "send", json.dumps({"runId": "cab7", "isArchiveEnabled": True}), bus=bus, env=SETTINGS)
+    assert result.status == 0, result.err
+    assert [sent.entity for sent in bus.sent] == ["from-file"]
+
+
+def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
+    """Settings errors are the app's own ConfigurationError: the name, never the value; exit status 2."""
+    result = cli("send", json.dumps(EVENT), env={**SETTINGS, "MAX_DELIVERY_COUNT": "lots"})
+    assert_one_line_error(result, 2, "MAX_DELIVERY_COUNT: must be an integer")
+
+
+def test_usage_errors_exit_2() -> None:
+    """An unknown command is argparse's usage error."""
+    assert cli("frobnicate").status == 2
+
+
+def test_the_console_script_and_module_entry_points_exist() -> None:
+    """pyproject.toml declares `acr-archiver = shared.cli:main`, and `python -m shared.cli --help` works."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["acr-archiver"] == "shared.cli:main"
+    completed = subprocess.run([sys.executable, "-m", "shared.cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0
+    for command in ("archive", "send", "dead-letters", "outcomes"):
+        assert command in completed.stdout
