@@ -357,7 +357,8 @@ def _report(config: SoakConfig, events: list[PlannedEvent], harness: _Harness, o
             settings: dict[str, str], seconds: float) -> SoakReport:
     """Account for every event from OUTCOME_FILE and the settlements, and check each run's final state."""
     records: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for line in outcome_file.read_text(encoding="utf-8").splitlines() if outcome_file.exists() else []:
+    lines = outcome_file.read_text(encoding="utf-8").split("\n") if outcome_file.exists() else []
+    for line in filter(None, lines):  # JSON Lines end in "\n" only; splitlines() would also split at U+2028
         body = json.loads(line)["body"]
         records[body["inboundMessageId"]].append(body)
     counts: Counter[str] = Counter()

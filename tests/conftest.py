@@ -150,4 +150,4 @@ def read_outcomes(path: Path) -> list[dict[str, Any]]:
     """The OUTCOME_FILE lines written so far."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]  # not splitlines(): see tests.support

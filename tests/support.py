@@ -139,10 +139,14 @@ def sign(body: bytes, secret: str) -> str:
 
 
 def read_outcomes(path: Path) -> list[dict[str, Any]]:
-    """OUTCOME_FILE lines, decoded; empty when nothing was published."""
+    """OUTCOME_FILE lines, decoded; empty when nothing was published.
+
+    JSON Lines end in "\n" only: str.splitlines() would also split at U+2028, U+0085 or U+001C…,
+    which JSON leaves unescaped inside strings.
+    """
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 def response_json(response: func.HttpResponse) -> Any:
