@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from emulators import Fault
 
-__all__ = ["GROUP", "INVALID_BODIES", "PlannedEvent", "REGISTRY", "SCENARIOS", "SUB", "Scenario", "plan_events"]
+__all__ = ["ATTEMPTS", "GROUP", "INVALID_BODIES", "REGISTRY", "SCENARIOS", "SUB", "PlannedEvent", "Scenario", "plan_events"]
 
 SUB = "5e7d0c1a-3b9f-4c2e-8d6a-1f0e9b8c7a65"
 GROUP = "soak-rg"

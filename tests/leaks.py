@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["CREDENTIAL_PATTERNS", "LeakWatch", "SECRETS", "SecretRegistry", "env_secrets", "find_leaks"]
+__all__ = ["CREDENTIAL_PATTERNS", "SECRETS", "LeakWatch", "SecretRegistry", "env_secrets", "find_leaks", "outcome_texts"]
 
 MIN_SECRET_LENGTH = 8
 """Shorter values would match ordinary text; no test secret is that short."""
@@ -99,7 +99,7 @@ class LeakWatch(logging.Handler):
         """Record the message, its traceback and its stack, as any formatter could print them."""
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record still gets scanned, raw
+        except Exception:  # noqa: BLE001 - a malformed record still gets scanned, raw
             message = f"{record.msg!r} {record.args!r}"
         parts = [f"{record.name}: {message}"]
         if record.exc_info:
