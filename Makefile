@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,5 +17,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+soak: $(STAMP)
+	$(PY) -m scripts.soak --events 5000 --workers 16 --seed 1
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis outcomes.jsonl
+	rm -rf $(VENV) .pytest_cache .hypothesis outcomes.jsonl soak-report.json

@@ -11,7 +11,7 @@ from emulators.server import Exchange
 
 __all__ = ["Fault", "FaultKind"]
 
-FaultKind = Literal["status", "reset", "reset_mid", "delay", "not_json"]
+FaultKind = Literal["status", "reset", "reset_mid", "delay", "not_json", "truncated"]
 _PARTIAL_BODY = b'{"properties":{"provisioningState":"Succ'
 _MISSING_BYTES = 512
 
@@ -62,6 +62,14 @@ class Fault:
         """Answer 200 with an HTML body."""
         return cls("not_json")
 
+    @classmethod
+    def truncated(cls) -> Fault:
+        """Answer a complete 200 `application/json` response whose JSON body is cut short.
+
+        Unlike `reset_mid`, the HTTP framing is intact (Content-Length matches): only the JSON is broken.
+        """
+        return cls("truncated")
+
     def to_dict(self) -> dict[str, Any]:
         """Control-API form, e.g. {"kind": "status", "code": 429, "retryAfter": "1"}."""
         data: dict[str, Any] = {"kind": self.kind}
@@ -110,6 +118,8 @@ class Fault:
             self._send_truncated(exchange)
         elif self.kind == "not_json":
             exchange.reply(200, b"<html>oops</html>", {"Content-Type": "text/html"})
+        elif self.kind == "truncated":
+            exchange.reply(200, _PARTIAL_BODY, {"Content-Type": "application/json; charset=utf-8"})
         else:
             self._send_status(exchange)
         return True

@@ -1,9 +1,15 @@
-"""Shared fixtures: the project's emulators on loopback and an environment pointing the app at them."""
+"""Shared fixtures: the project's emulators on loopback and an environment pointing the app at them.
+
+Every test also runs under `no_secret_leaks`: no token, key, secret or signature may appear in any log
+record (any logger, DEBUG and up) or in an outcome the test wrote (contract §7; see tests/leaks.py).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import logging
+import os
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +17,7 @@ import pytest
 
 from emulators import ArmEmulator, IdentityEmulator
 from shared.settings import SETTING_NAMES
+from tests.leaks import SECRETS, LeakWatch, env_secrets, find_leaks, outcome_texts
 
 SUB = "4385cf00-2d3a-425a-832f-f4285b1c9dce"
 GROUP = "myResourceGroup"
@@ -36,6 +43,56 @@ class FakeTime:
             self.on_sleep(len(self.sleeps))
 
 
+_WATCH = pytest.StashKey[LeakWatch]()
+_OUTCOME_FILES = pytest.StashKey[set[Path]]()
+
+
+@pytest.fixture(autouse=True)
+def no_secret_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if a log record or an outcome it produced holds a secret or a credential."""
+    watch = LeakWatch()
+    root = logging.getLogger()
+    level = root.level
+    request.node.stash[_WATCH] = watch
+    request.node.stash[_OUTCOME_FILES] = set()
+    SECRETS.clear()
+    root.addHandler(watch)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(watch)
+        root.setLevel(level)
+    texts = [(f"log record {n}", text) for n, text in enumerate(watch.texts, start=1)]
+    texts += outcome_texts(request.node.stash[_OUTCOME_FILES])
+    leaks = find_leaks(texts, SECRETS.values() | watch.secrets)
+    SECRETS.clear()
+    if leaks:
+        pytest.fail("secrets leaked:\n" + "\n".join(leaks[:20]), pytrace=False)
+
+
+@pytest.fixture
+def leak_watch(request: pytest.FixtureRequest) -> LeakWatch:
+    """The handler `no_secret_leaks` reads this test's log records from."""
+    return request.node.stash[_WATCH]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Note the environment's secrets and outcome file as the test body leaves them, before monkeypatch undoes them."""
+    yield
+    watch = item.stash.get(_WATCH, None)
+    if watch is None:
+        return
+    watch.secrets |= env_secrets()
+    files = item.stash[_OUTCOME_FILES]
+    if os.environ.get("OUTCOME_FILE"):
+        files.add(Path(os.environ["OUTCOME_FILE"]))
+    outcome_file = getattr(item, "funcargs", {}).get("outcome_file")
+    if isinstance(outcome_file, Path):
+        files.add(outcome_file)
+
+
 @pytest.fixture
 def fake_time() -> FakeTime:
     """Virtual time for retry and polling waits."""
@@ -46,6 +103,8 @@ def fake_time() -> FakeTime:
 def identity() -> Iterator[IdentityEmulator]:
     """The managed-identity endpoint (App Service protocol), counting token requests."""
     with IdentityEmulator() as emulator:
+        SECRETS.add(emulator.header_secret)
+        SECRETS.watch(lambda: emulator.issued)
         yield emulator
 
 
@@ -91,4 +150,4 @@ def read_outcomes(path: Path) -> list[dict[str, Any]]:
     """The OUTCOME_FILE lines written so far."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]  # not splitlines(): see tests.support

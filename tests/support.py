@@ -25,6 +25,7 @@ from emulators import ArmEmulator, IdentityEmulator
 from emulators.specs import swagger
 from shared.runtime import IDENTITY_ENVIRONMENT
 from shared.settings import SETTING_NAMES
+from tests.leaks import SECRETS
 
 __all__ = [
     "BASE_SETTINGS",
@@ -85,6 +86,8 @@ def isolate_environment(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str
 def start_emulators(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **settings: str) -> Iterator[Emulators]:
     """Start IdentityEmulator + ArmEmulator and point an otherwise empty environment at them."""
     with IdentityEmulator() as identity, ArmEmulator(token_validator=identity.is_valid) as arm:
+        SECRETS.add(identity.header_secret)
+        SECRETS.watch(lambda: identity.issued)
         outcome_file = tmp_path / "outcomes.jsonl"
         env = {
             **identity.environ(),
@@ -148,15 +151,21 @@ def http_request(
 
 
 def sign(body: bytes, secret: str) -> str:
-    """The X-Signature-256 value of `body`: sha256=<hex HMAC-SHA256>."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    """The X-Signature-256 value of `body`: sha256=<hex HMAC-SHA256>; both are secrets no log may hold."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    SECRETS.add(secret, digest)
+    return "sha256=" + digest
 
 
 def read_outcomes(path: Path) -> list[dict[str, Any]]:
-    """OUTCOME_FILE lines, decoded; empty when nothing was published."""
+    """OUTCOME_FILE lines, decoded; empty when nothing was published.
+
+    JSON Lines end in "\n" only: str.splitlines() would also split at U+2028, U+0085 or U+001C…,
+    which JSON leaves unescaped inside strings.
+    """
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 def response_json(response: func.HttpResponse) -> Any:

@@ -354,6 +354,20 @@ def test_not_json_fault_answers_html(arm: ArmEmulator, session: requests.Session
     assert response.headers["Content-Type"] == "text/html"
 
 
+def test_truncated_fault_answers_a_complete_response_with_broken_json(arm: ArmEmulator, session: requests.Session) -> None:
+    """Fault.truncated() answers 200 application/json, correctly framed, whose JSON ends early."""
+    arm.script(RUN, Fault.truncated())
+
+    response = session.patch(run_url(arm.url), json={"isArchiveEnabled": True}, headers=AUTH)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    with pytest.raises(ValueError):
+        json.loads(response.content)
+    assert arm.stats()["status"] == {"200": 1}
+
+
 def test_faults_are_queued_per_run_id_in_order(arm: ArmEmulator, session: requests.Session) -> None:
     """Each request to a run pops that run's next fault; other runs are unaffected."""
     arm.add_run(SUB, RG, REG, "other")
@@ -369,6 +383,7 @@ def test_faults_are_queued_per_run_id_in_order(arm: ArmEmulator, session: reques
 @pytest.mark.parametrize("fault", [
     Fault.status(429, retry_after="2", error_code="Throttled", message="slow down"),
     Fault.status(502, bare=True), Fault.reset(), Fault.reset_mid(), Fault.delay(0.5), Fault.not_json(),
+    Fault.truncated(),
 ], ids=lambda fault: fault.kind)
 def test_faults_round_trip_through_dicts(fault: Fault) -> None:
     """The control-API dict form of a fault parses back to the same fault."""
