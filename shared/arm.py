@@ -213,9 +213,10 @@ def _json_body(response: requests.Response) -> Any:
     try:
         return json.loads(content)
     except ValueError:
+        # No status: the answer is as unusable as a broken connection, and a subscription filter on
+        # httpStatus = 200 must not match a failure.
         raise ArmUnavailable(
             f"ARM answered {response.status_code} with a body that is not JSON",
-            status=response.status_code,
             request_id=response.headers.get("x-ms-request-id"),
         ) from None
 

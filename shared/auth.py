@@ -19,6 +19,11 @@ REFRESH_MARGIN_SECONDS = 300
 """Refresh at least this long before expiry, as azure-core's BearerTokenCredentialPolicy does; and at
 half the lifetime at the latest, as MSAL's refresh_in does, so a token is never used near its end."""
 
+STILL_USABLE_SECONDS = 60
+"""A token this close to expiry is not used when its refresh failed."""
+REFRESH_RETRY_SECONDS = 30
+"""After a failed early refresh, the current token is kept and the refresh retried this much later."""
+
 # Any claims challenge makes MSAL skip its cache and ask the identity endpoint for a new token
 # (msal.managed_identity: "Upon receiving a claims_challenge, MSAL will attempt to acquire a new token").
 _FORCE_REFRESH_CLAIMS = '{"access_token":{"nbf":{"essential":true}}}'
@@ -48,6 +53,7 @@ class ManagedIdentityTokens:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
+        self._expires_at = 0.0
 
     @classmethod
     def for_settings(cls, client_id: str | None, scope: str) -> ManagedIdentityTokens:
@@ -64,7 +70,16 @@ class ManagedIdentityTokens:
             return token
         with self._lock:
             if self._token is None or self._clock() >= self._refresh_at:
-                self._fetch(claims=None)
+                try:
+                    self._fetch(claims=None)
+                except TokenUnavailable:
+                    if self._token is None or self._expires_at - self._clock() < STILL_USABLE_SECONDS:
+                        raise
+                    # An early refresh failed but the token still works: keep using it, try again soon,
+                    # rather than failing every event through one identity-endpoint blip.
+                    self._refresh_at = self._clock() + REFRESH_RETRY_SECONDS
+                    log.warning("keeping the current token, valid %d s more; refreshing again in %d s",
+                                self._expires_at - self._clock(), REFRESH_RETRY_SECONDS)
             return self._token  # type: ignore[return-value]
 
     def refresh(self, rejected: str) -> str:
@@ -81,6 +96,7 @@ class ManagedIdentityTokens:
             log.warning("managed identity gave no token for %s: %s", self._scope, type(error).__name__)
             raise TokenUnavailable(f"managed identity gave no token for {self._scope}: {_first_line(error)}") from None
         self._token = access.token
+        self._expires_at = float(access.expires_on)
         lifetime = access.expires_on - self._clock()
         self._refresh_at = self._clock() + max(min(lifetime - REFRESH_MARGIN_SECONDS, lifetime / 2), 0)
         log.info("managed identity token acquired for %s, valid %d s", self._scope, lifetime)

@@ -18,7 +18,7 @@ RUN_ID = re.compile(r"^[A-Za-z0-9\-_.]{1,128}$")
 RUN_RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<subscriptionId>[^/]*)/resourceGroups/(?P<resourceGroupName>[^/]*)"
     r"/providers/Microsoft\.ContainerRegistry/registries/(?P<registryName>[^/]*)/runs/(?P<runId>[^/]*)$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,  # case-insensitive as ARM ids are, but only for ASCII letters
 )
 SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 

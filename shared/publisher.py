@@ -139,7 +139,8 @@ class FilePublisher:
 
     def publish(self, outcome: Outcome) -> None:
         """Append the outcome's record to the file."""
-        line = json.dumps(outcome.as_record(), separators=(",", ":"), ensure_ascii=False) + "\n"
+        # ASCII escapes keep U+2028/U+0085 from looking like line breaks to line-splitting readers.
+        line = json.dumps(outcome.as_record(), separators=(",", ":"), ensure_ascii=True) + "\n"
         try:
             with self._lock, open(self._path, "a", encoding="utf-8") as sink:
                 sink.write(line)

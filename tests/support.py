@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import azure.functions as func
 import jsonschema
@@ -103,23 +102,29 @@ def start_emulators(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **settings:
 def functions() -> dict[str, Callable[..., Any]]:
     """The app's functions by name, as the Functions host indexes them.
 
-    Every HTTP response they give is checked against openapi.yaml (status, headers, body), so each
-    body an HTTP test observes is validated against the published API description.
+    Every HTTP response they give is checked against openapi.yaml (status, headers, body) for the
+    function's own route and method, so each body an HTTP test observes is validated against the
+    published API description.
     """
     from function_app import app
 
-    return {
-        f.get_function_name(): _checked_against_openapi(f.get_user_function()) if f.is_http_function() else f.get_user_function()
-        for f in app.get_functions()
-    }
+    found = {}
+    for function in app.get_functions():
+        user_function = function.get_user_function()
+        bindings = [json.loads(raw) for raw in function.get_raw_bindings()]
+        trigger = next((b for b in bindings if b["type"] == "httpTrigger"), None)
+        if trigger is not None:
+            user_function = _checked_against_openapi(user_function, trigger["route"], trigger["methods"][0])
+        found[function.get_function_name()] = user_function
+    return found
 
 
-def _checked_against_openapi(function: Callable[[func.HttpRequest], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+def _checked_against_openapi(function: Callable[[func.HttpRequest], func.HttpResponse], route: str, method: str) -> Callable[[func.HttpRequest], func.HttpResponse]:
     from tests.openapi_check import assert_response_matches_openapi
 
     def checked(request: func.HttpRequest) -> func.HttpResponse:
         response = function(request)
-        assert_response_matches_openapi(urlsplit(request.url).path, request.method, response)
+        assert_response_matches_openapi(route, method, response)
         return response
 
     return checked

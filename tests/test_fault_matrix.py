@@ -157,14 +157,15 @@ def _status_rows() -> dict[str, Row]:
 def _broken_answer_rows() -> dict[str, Row]:
     """Answers that never arrive whole: retried in-process; persistent, ArmUnavailable.
 
-    A 200 whose body cannot be read keeps its status: ARM did answer, with something unusable.
+    A 200 whose body cannot be read carries no httpStatus, like a broken connection: it is unusable,
+    and a subscription filter on httpStatus = 200 must not match a failure.
     """
     rows: dict[str, Row] = {}
     for name, fault, status in [
         ("connection-reset", Fault.reset(), None),
         ("reset-mid-response", Fault.reset_mid(), None),
-        ("200-body-truncated", Fault.truncated(), 200),
-        ("200-body-not-json", Fault.not_json(), 200),
+        ("200-body-truncated", Fault.truncated(), None),
+        ("200-body-not-json", Fault.not_json(), None),
     ]:
         rows[f"{name}-once"] = Row(faults(fault), "succeeded", http_status=200, attempts=2)
         # The fault answers before the emulator applies the PATCH, so the run is untouched.

@@ -99,3 +99,38 @@ def test_no_token_reaches_a_log_record(functions: dict[str, Any], identity: Iden
         assert token not in logged
         assert token not in outcomes
     assert identity.header_secret not in logged
+
+
+class _FlakyCredential(_CountingCredential):
+    """Fails while `down` is set, as an identity endpoint answering 500 would."""
+
+    down = False
+
+    def get_token(self, *scopes: str, claims: str | None = None, **kwargs: Any) -> AccessToken:
+        if self.down:
+            from azure.core.exceptions import ClientAuthenticationError
+
+            raise ClientAuthenticationError("identity endpoint answered 500")
+        return super().get_token(*scopes, claims=claims, **kwargs)
+
+
+def test_a_failed_early_refresh_keeps_the_still_valid_token() -> None:
+    """An identity blip at refresh time does not fail events while the current token is valid."""
+    from shared.errors import TokenUnavailable
+
+    now = [0.0]
+    credential = _FlakyCredential(3600, lambda: now[0])
+    tokens = ManagedIdentityTokens(credential, "scope", clock=lambda: now[0])
+    assert tokens.token() == "token-1"
+    credential.down = True
+    now[0] = 1801
+    assert tokens.token() == "token-1"
+    assert tokens.token() == "token-1"
+    assert credential.calls == 1
+    now[0] = 1832
+    credential.down = False
+    assert tokens.token() == "token-2"
+    credential.down = True
+    now[0] = 1832 + 3600 - 30
+    with pytest.raises(TokenUnavailable):
+        tokens.token()
