@@ -6,7 +6,6 @@ record (any logger, DEBUG and up) or in an outcome the test wrote (contract §7;
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Generator, Iterator
@@ -16,32 +15,9 @@ from typing import Any
 import pytest
 
 from emulators import ArmEmulator, IdentityEmulator
-from shared.settings import SETTING_NAMES
+from tests import support
+from tests.support import FakeTime, isolate_environment
 from tests.leaks import SECRETS, LeakWatch, env_secrets, find_leaks, outcome_texts
-
-SUB = "4385cf00-2d3a-425a-832f-f4285b1c9dce"
-GROUP = "myResourceGroup"
-REGISTRY = "myRegistry"
-SEED_RUN = "0accec26-d6de-4757-8e74-d080f38eaaab"
-
-
-class FakeTime:
-    """A clock and a sleep that only move when slept on, recording every wait."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self.on_sleep: Callable[[int], None] | None = None
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        if self.on_sleep is not None:
-            self.on_sleep(len(self.sleeps))
-
 
 _WATCH = pytest.StashKey[LeakWatch]()
 _OUTCOME_FILES = pytest.StashKey[set[Path]]()
@@ -124,8 +100,6 @@ def outcome_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def app_env(monkeypatch: pytest.MonkeyPatch, identity: IdentityEmulator, arm: ArmEmulator, outcome_file: Path) -> dict[str, str]:
     """A clean environment: every contract setting cleared, then pointed at the emulators and the file sink."""
-    for name in SETTING_NAMES:
-        monkeypatch.delenv(name, raising=False)
     env = {
         **identity.environ(),
         "ARM_ENDPOINT": arm.url,
@@ -133,21 +107,11 @@ def app_env(monkeypatch: pytest.MonkeyPatch, identity: IdentityEmulator, arm: Ar
         "OUTCOME_FILE": str(outcome_file),
         "ARM_RETRY_MAX_SECONDS": "5",
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    isolate_environment(monkeypatch, env)
     return env
 
 
 @pytest.fixture
 def functions(app_env: dict[str, str]) -> dict[str, Callable[..., Any]]:
-    """The app's functions by name, as the Functions host indexes them."""
-    from function_app import app
-
-    return {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
-
-
-def read_outcomes(path: Path) -> list[dict[str, Any]]:
-    """The OUTCOME_FILE lines written so far."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]  # not splitlines(): see tests.support
+    """The app's functions by name, as the Functions host indexes them (HTTP answers checked against openapi.yaml)."""
+    return support.functions()

@@ -29,6 +29,7 @@ from tests.leaks import SECRETS
 __all__ = [
     "BASE_SETTINGS",
     "Emulators",
+    "FakeTime",
     "GROUP",
     "REGISTRY",
     "SEED_RUN",
@@ -58,6 +59,24 @@ BASE_SETTINGS: dict[str, str] = {
     "ARM_RETRY_MAX_SECONDS": "5",
 }
 """Settings every HTTP test starts from, besides the emulator endpoints and OUTCOME_FILE."""
+
+
+class FakeTime:
+    """A clock and a sleep that only move when slept on, recording every wait."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.on_sleep: Callable[[int], None] | None = None
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep is not None:
+            self.on_sleep(len(self.sleeps))
 
 
 @dataclass

@@ -13,7 +13,7 @@ from shared.auth import ManagedIdentityTokens
 from shared.errors import ArmError, ArmUnavailable, LroFailed, LroTimeout, TokenUnavailable
 from shared.events import ArchiveRequest
 from shared.settings import Settings
-from tests.conftest import GROUP, REGISTRY, SEED_RUN, SUB, FakeTime
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, FakeTime
 
 REQUEST = ArchiveRequest(SUB, GROUP, REGISTRY, SEED_RUN, True)
 

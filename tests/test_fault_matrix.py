@@ -35,7 +35,7 @@ from emulators import ArmEmulator, Fault, IdentityEmulator
 from shared.errors import ArchiverError, PublishFailed
 from shared.publisher import ServiceBusPublisher
 from shared.runtime import Runtime
-from tests.conftest import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
 from tests.fakes import RecordingServiceBus
 from tests.support import closed_port_url
 

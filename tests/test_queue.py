@@ -16,7 +16,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from emulators import ArmEmulator, Fault, IdentityEmulator
 from shared.errors import ArchiverError, ConfigurationError, PublishFailed
-from tests.conftest import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
 
 Functions = dict[str, Callable[..., Any]]
 MAX_DELIVERIES = 3

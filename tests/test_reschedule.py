@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,7 +19,7 @@ from shared.reschedule import ServiceBusScheduler, make_scheduler
 from shared.runtime import Runtime
 from shared.service import MAX_RESCHEDULES
 from shared.settings import Settings
-from tests.conftest import GROUP, REGISTRY, SEED_RUN, SUB
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB
 from tests.fakes import RecordingServiceBus
 
 QUEUE, TOPIC = "acr-archive-events", "acr-archive-outcomes"

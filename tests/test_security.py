@@ -32,7 +32,7 @@ from azure.functions.servicebus import ServiceBusMessage
 from emulators import ArmEmulator, IdentityEmulator
 from shared.errors import ConfigurationError
 from shared.webhook import MAX_BODY_BYTES
-from tests.conftest import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
 from tests.leaks import SECRETS, LeakWatch, find_leaks, outcome_texts
 from tests.support import Emulators, functions, http_request, response_json, run_resource_id, run_route_params, start_emulators
 

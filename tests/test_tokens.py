@@ -14,7 +14,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from emulators import ArmEmulator, Fault, IdentityEmulator
 from shared.auth import ManagedIdentityTokens
-from tests.conftest import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
 
 EVENT = {"subscriptionId": SUB, "resourceGroupName": GROUP, "registryName": REGISTRY, "runId": SEED_RUN, "isArchiveEnabled": True}
 
