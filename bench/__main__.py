@@ -30,7 +30,8 @@ class Options:
     rounds: int = 7
     events: int = 1000
     warmup: int = 300
-    floor: bool = True
+    references: bool = True
+    """Also measure `floor` (bare loop without trust_env) and `app_amqp` (the app, AMQP-encoding)."""
     levels: tuple[int, ...] = (1, 4, 16, 32)
     latency: float = 0.05
     per_worker: int = 50
@@ -60,7 +61,8 @@ def measure_per_event(options: Options) -> dict[str, Any]:
         token = _fixed_token(ep.identity.endpoint, ep.identity.header_secret)
         app = AppClient(app_settings(ep.arm_url, identity_env))
         clients: list[Any] = [BareClient(ep.arm_url, token), app, SdkClient(ep.arm_url)]
-        if options.floor:
+        if options.references:
+            clients[2:2] = [app.with_amqp()]
             clients.insert(0, BareClient(ep.arm_url, token, trust_env=False))
         try:
             measured = per_event.measure(clients, rounds=options.rounds, events=options.events,
@@ -76,7 +78,7 @@ def measure_per_event(options: Options) -> dict[str, Any]:
                "round_mean_us": measured.mean_of_rounds_us(name)}
         for name in measured.events_ns
     }
-    return {"rows": rows, "encoded_bytes_per_outcome": app.bus.encoded_bytes / max(sum(published.values()), 1)}
+    return {"rows": rows}
 
 
 def measure_load(options: Options) -> dict[str, Any]:
@@ -125,13 +127,13 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
     round_ratios = {"app_vs_bare": round_mean["app"] / round_mean["bare"], "sdk_vs_app": round_mean["sdk"] / round_mean["app"]}
     if "floor" in round_mean:
         round_ratios["app_vs_floor"] = round_mean["app"] / round_mean["floor"]
+        round_ratios["app_amqp_vs_bare"] = round_mean["app_amqp"] / round_mean["bare"]
     details = {
         "when": time.strftime("%Y-%m-%d", time.gmtime()),
         "rounds": options.rounds,
         "events": options.events,
         "per_event": rows,
         "round_ratios": round_ratios,
-        "encoded_bytes_per_outcome": first["encoded_bytes_per_outcome"],
         "latency_s": options.latency,
         "concurrency": load["concurrency"],
         "reuse": load["reuse"],

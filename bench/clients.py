@@ -1,4 +1,4 @@
-"""The three clients compared, each sending one archive event per call against the same ARM emulator.
+"""The clients compared, each sending one archive event per call against the same ARM emulator.
 
 - `BareClient`: the physical limit, a bare `requests.Session` PATCH loop with a fixed bearer token.
   `floor` is the same loop with `trust_env = False`: requests then skips re-reading the proxy
@@ -6,12 +6,15 @@
 - `AppClient`: the app's queue function end to end (`function_app.app.get_functions()`, a real
   `azure.functions.ServiceBusMessage`): parse, cached token, PATCH, outcome built as an
   `azure.servicebus.ServiceBusMessage` and handed to the real `ServiceBusPublisher`, whose sender
-  AMQP-encodes it as the real sender would and drops the bytes instead of sending them.
+  serializes it (its body and every property the wire carries) and drops it instead of sending it.
+  `app_amqp` is the same with the sender also running azure-servicebus's AMQP encoder over the
+  message, as ServiceBusSender does before it writes a frame (reported beside).
 - `SdkClient`: what a user would write instead, `ContainerRegistryTasksMgmtClient.runs.update`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -77,12 +80,16 @@ class BareClient:
 
 
 class DiscardingServiceBus:
-    """Stands in for ServiceBusClient: its sender AMQP-encodes each real message, then drops it."""
+    """Stands in for ServiceBusClient: its sender serializes each real message, then drops it.
+
+    `amqp` switches the AMQP encoding on (pyamqp's encoder, as ServiceBusSender.send_messages runs it).
+    """
 
     def __init__(self) -> None:
+        self.amqp = False
         self.clients_created = 0
         self.subjects: Counter[str] = Counter()
-        self.encoded_bytes = 0
+        self.serialized_bytes = 0
         self._lock = threading.Lock()
 
     def client(self) -> _Client:
@@ -90,14 +97,20 @@ class DiscardingServiceBus:
         self.clients_created += 1
         return _Client(self)
 
-    def encode(self, message: ServiceBusMessage) -> None:
-        """What ServiceBusSender.send_messages does before the wire: to a pyamqp Message, then bytes."""
+    def serialize(self, message: ServiceBusMessage) -> None:
+        """Everything the message carries, as bytes and values; AMQP-encoded too when `amqp` is on."""
         if not isinstance(message, ServiceBusMessage):
             raise TypeError(f"not a ServiceBusMessage: {type(message)!r}")
-        payload = encode_payload(bytearray(), PyamqpTransport.to_outgoing_amqp_message(message.raw_amqp_message))
+        body = b"".join(message.body)
+        carried = (message.message_id, message.correlation_id, message.subject, message.content_type, message.application_properties)
+        if None in carried[:4] or not carried[4]:
+            raise ValueError(f"the outcome message lacks a property: {carried!r}")
+        size = len(body)
+        if self.amqp:
+            size = len(encode_payload(bytearray(), PyamqpTransport.to_outgoing_amqp_message(message.raw_amqp_message)))
         with self._lock:
-            self.subjects[message.subject or ""] += 1
-            self.encoded_bytes += len(payload)
+            self.subjects[carried[2]] += 1
+            self.serialized_bytes += size
 
 
 class _Client:
@@ -116,7 +129,7 @@ class _Sender:
         self._bus = bus
 
     def send_messages(self, message: ServiceBusMessage, **_: Any) -> None:
-        self._bus.encode(message)
+        self._bus.serialize(message)
 
     def close(self) -> None:
         pass
@@ -126,6 +139,7 @@ class AppClient:
     """The queue function as the Functions host calls it, on a Runtime whose publisher sends nowhere."""
 
     name = "app"
+    amqp = False
 
     def __init__(self, settings: dict[str, str]) -> None:
         os.environ.update(settings)  # the host's app settings; the Runtime reads os.environ as in production
@@ -167,7 +181,14 @@ class AppClient:
 
     def __call__(self, n: int) -> None:
         """Deliver message n to the queue function (the worker builds the message, then invokes)."""
+        self.bus.amqp = self.amqp
         self._function(self.message(n))
+
+    def with_amqp(self) -> AppClient:
+        """The same app (same Runtime, publisher and sender) whose sender also AMQP-encodes."""
+        variant = copy.copy(self)
+        variant.name, variant.amqp = "app_amqp", True
+        return variant
 
     def close(self) -> None:
         """Release the Runtime's Session and sender."""

@@ -98,6 +98,7 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
         "floor": "floor: bare loop, `trust_env = False` (reference)",
         "bare": "**(a) bare** `requests.Session` PATCH loop",
         "app": "**(b) app**: queue function end to end",
+        "app_amqp": "app, its sender also AMQP-encoding (reference)",
         "sdk": "**(c) SDK** `runs.update`",
     }
     for name, label in labels.items():
@@ -114,6 +115,8 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
     if "floor" in extra:
         lines.append(f"| app ÷ floor | {per_event['app'] / extra['floor']['median_us']:.3f} | "
                      f"{details['round_ratios']['app_vs_floor']:.3f} | (reference) |")
+        lines.append(f"| app AMQP-encoding ÷ bare | {extra['app_amqp']['median_us'] / per_event['bare']:.3f} | "
+                     f"{details['round_ratios']['app_amqp_vs_bare']:.3f} | (reference) |")
     lines += [
         "",
         f"Concurrency: every ARM answer delayed {details['latency_s'] * 1000:g} ms; the queue function on a thread pool.",
