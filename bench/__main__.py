@@ -8,31 +8,34 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from bench import cold_start, per_event
 from bench.clients import AppClient, BareClient, SdkClient, app_settings
 from bench.logs import host_logging
 from bench.report import machine, render_table, update_doc, write_json, write_plot
-from bench.servers import ROOT, endpoints
+from bench.servers import ROOT, endpoints, fixed_token
 
 __all__ = ["Options", "main", "run"]
 
 
 @dataclass(frozen=True)
 class Options:
-    """How much to measure; the defaults are `make bench`'s (about a minute and a half on 2 cores)."""
+    """How much to measure; the defaults are `make bench`'s (about a minute on 2 cores)."""
 
     rounds: int = 7
+    """Per-event phase: rounds, each of `events` events per client (at least 1,000 for results)."""
     events: int = 1000
+    block: int = 100
+    """Within a round the clients take turns every `block` events."""
     warmup: int = 300
     references: bool = True
-    """Also measure `floor` (bare loop without trust_env) and `app_amqp` (the app, AMQP-encoding)."""
+    """Also measure `floor` (bare loop without trust_env), `app_amqp` (the app, AMQP-encoding) and
+    `sdk_tuned` (the SDK without per-request environment reads and INFO HTTP logging)."""
     levels: tuple[int, ...] = (1, 4, 16, 32)
+    """Concurrency phase: thread-pool sizes, each running `per_worker` events per thread."""
     latency: float = 0.05
     per_worker: int = 50
     reuse_events: int = 2000
@@ -44,28 +47,21 @@ def _say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def _fixed_token(endpoint: str, secret: str) -> str:
-    """One token from the identity endpoint, for the bare loops to send on every request."""
-    answer = requests.get(endpoint, params={"api-version": "2019-08-01", "resource": "https://management.azure.com"},
-                          headers={"X-IDENTITY-HEADER": secret, "Metadata": "true"}, timeout=10)
-    answer.raise_for_status()
-    return answer.json()["access_token"]
-
-
 def measure_per_event(options: Options) -> dict[str, Any]:
     """Phase 1: the clients interleaved against one ARM emulator process (no added latency)."""
     host_logging()
     with endpoints() as ep:
         identity_env = ep.identity.environ()
         os.environ.update(identity_env)  # ManagedIdentityCredential (app and SDK) reads it
-        token = _fixed_token(ep.identity.endpoint, ep.identity.header_secret)
+        token = fixed_token(ep.identity)
         app = AppClient(app_settings(ep.arm_url, identity_env))
         clients: list[Any] = [BareClient(ep.arm_url, token), app, SdkClient(ep.arm_url)]
         if options.references:
             clients[2:2] = [app.with_amqp()]
             clients.insert(0, BareClient(ep.arm_url, token, trust_env=False))
+            clients.append(SdkClient(ep.arm_url, tuned=True))
         try:
-            measured = per_event.measure(clients, rounds=options.rounds, events=options.events,
+            measured = per_event.measure(clients, rounds=options.rounds, events=options.events, block=options.block,
                                          warmup=options.warmup, between=ep.arm.reset)
         finally:
             for client in clients:
@@ -128,6 +124,7 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
     if "floor" in round_mean:
         round_ratios["app_vs_floor"] = round_mean["app"] / round_mean["floor"]
         round_ratios["app_amqp_vs_bare"] = round_mean["app_amqp"] / round_mean["bare"]
+        round_ratios["sdk_tuned_vs_app"] = round_mean["sdk_tuned"] / round_mean["app"]
     details = {
         "when": time.strftime("%Y-%m-%d", time.gmtime()),
         "rounds": options.rounds,
@@ -144,16 +141,24 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run with `make bench`'s defaults (or fewer events), then write the outputs."""
+    """Run with `make bench`'s defaults (every Options field can be changed), then write the outputs."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=Options.rounds)
-    parser.add_argument("--events", type=int, default=Options.events, help="events per client per round (at least 1,000 for results)")
+    defaults = Options()
+    for option in fields(Options):
+        flag = "--" + option.name.replace("_", "-")
+        default = getattr(defaults, option.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, type=lambda text: tuple(int(part) for part in text.split(",")), default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "throughput.png")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    results, details = run(Options(rounds=args.rounds, events=args.events))
+    results, details = run(Options(**{option.name: getattr(args, option.name) for option in fields(Options)}))
     write_json(results, args.results)
     write_plot(details["concurrency"], details["latency_s"], args.plot)
     table = render_table(results, details)

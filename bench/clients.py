@@ -10,12 +10,15 @@
   `app_amqp` is the same with the sender also running azure-servicebus's AMQP encoder over the
   message, as ServiceBusSender does before it writes a frame (reported beside).
 - `SdkClient`: what a user would write instead, `ContainerRegistryTasksMgmtClient.runs.update`.
+  `sdk_tuned` is the same client told not to read the environment per request
+  (`use_env_settings=False`) and with its HTTP logging policy below INFO (reported beside).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import threading
 from collections import Counter
@@ -98,18 +101,20 @@ class DiscardingServiceBus:
         return _Client(self)
 
     def serialize(self, message: ServiceBusMessage) -> None:
-        """Everything the message carries, as bytes and values; AMQP-encoded too when `amqp` is on."""
+        """What the sender reads off the message for the wire (its AMQP form: body, properties,
+        application properties), as bytes and values; AMQP-encoded too when `amqp` is on."""
         if not isinstance(message, ServiceBusMessage):
             raise TypeError(f"not a ServiceBusMessage: {type(message)!r}")
-        body = b"".join(message.body)
-        carried = (message.message_id, message.correlation_id, message.subject, message.content_type, message.application_properties)
-        if None in carried[:4] or not carried[4]:
+        amqp = message.raw_amqp_message
+        properties = amqp.properties
+        carried = (properties.message_id, properties.correlation_id, properties.subject, properties.content_type)
+        if None in carried or not amqp.application_properties:
             raise ValueError(f"the outcome message lacks a property: {carried!r}")
-        size = len(body)
+        size = len(b"".join(amqp.body))
         if self.amqp:
-            size = len(encode_payload(bytearray(), PyamqpTransport.to_outgoing_amqp_message(message.raw_amqp_message)))
+            size = len(encode_payload(bytearray(), PyamqpTransport.to_outgoing_amqp_message(amqp)))
         with self._lock:
-            self.subjects[carried[2]] += 1
+            self.subjects[str(carried[2])] += 1
             self.serialized_bytes += size
 
 
@@ -198,14 +203,23 @@ class AppClient:
 class SdkClient:
     """`ContainerRegistryTasksMgmtClient.runs.update` with managed identity, as a user would call it."""
 
-    name = "sdk"
-
-    def __init__(self, arm_url: str) -> None:
+    def __init__(self, arm_url: str, *, tuned: bool = False) -> None:
         from azure.identity import ManagedIdentityCredential
         from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
 
+        self.name = "sdk_tuned" if tuned else "sdk"
+        options: dict[str, Any] = {}
+        if tuned:
+            from azure.core.pipeline.transport import RequestsTransport
+            from azure.mgmt.core.policies import ARMHttpLoggingPolicy
+
+            quiet = logging.getLogger("bench.sdk_tuned.http")
+            quiet.setLevel(logging.WARNING)
+            options = {"transport": RequestsTransport(use_env_settings=False), "http_logging_policy": ARMHttpLoggingPolicy(logger=quiet)}
         # 1.0.0b1 passes a per-call api_version down to requests (TypeError), so it is set on the client.
-        self._client = ContainerRegistryTasksMgmtClient(ManagedIdentityCredential(), SUBSCRIPTION, base_url=arm_url, api_version=API_VERSION)
+        self._client = ContainerRegistryTasksMgmtClient(
+            ManagedIdentityCredential(), SUBSCRIPTION, base_url=arm_url, api_version=API_VERSION, **options
+        )
         self._runs = run_ids(self.name)
         self._update = {"isArchiveEnabled": True}
 

@@ -40,11 +40,16 @@ class PerEvent:
         return statistics.median(self.round_means_us[name])
 
 
-def measure(clients: Sequence[Client], *, rounds: int, events: int, warmup: int, between: Callable[[], None]) -> PerEvent:
-    """Warm every client up, then run `rounds` rounds of `events` events per client, A B C A B C …
+def measure(
+    clients: Sequence[Client], *, rounds: int, events: int, warmup: int, block: int, between: Callable[[], None]
+) -> PerEvent:
+    """Warm every client up, then `rounds` rounds of `events` events per client, interleaved A B C A B C …
 
-    `between` runs before each client's turn, outside the timing (the emulator's log is cleared so
-    that it never grows into a slower server as the run goes on).
+    Within a round the clients take turns every `block` events, so that a slower or faster spell of
+    a shared 2-core machine (another process, a frequency change) falls on every client alike,
+    while each turn is long enough for the client to run with warm caches, as it would alone.
+    `between` runs before each round, outside the timing (the emulator's log is cleared so that it
+    never grows into a slower server as the run goes on).
     """
     for client in clients:
         for n in range(warmup):
@@ -52,15 +57,18 @@ def measure(clients: Sequence[Client], *, rounds: int, events: int, warmup: int,
     result = PerEvent({c.name: [] for c in clients}, {c.name: [] for c in clients})
     clock = time.perf_counter_ns
     for _ in range(rounds):
-        for client in clients:
-            between()
-            gc.collect()
-            times = [0] * events
-            started = clock()
-            for n in range(events):
-                begin = clock()
-                client(n)
-                times[n] = clock() - begin
-            result.round_means_us[client.name].append((clock() - started) / events / 1000)
-            result.events_ns[client.name].extend(times)
+        between()
+        gc.collect()
+        spent = dict.fromkeys(result.events_ns, 0)
+        for first in range(0, events, block):
+            for client in clients:
+                times = result.events_ns[client.name]
+                started = clock()
+                for n in range(first, min(first + block, events)):
+                    begin = clock()
+                    client(n)
+                    times.append(clock() - begin)
+                spent[client.name] += clock() - started
+        for name, total in spent.items():
+            result.round_means_us[name].append(total / events / 1000)
     return result

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 
 from pyinstrument import Profiler
 
-from bench.__main__ import _fixed_token
 from bench.clients import AppClient, BareClient, SdkClient, app_settings
 from bench.logs import host_logging
-from bench.servers import endpoints
+from bench.servers import endpoints, fixed_token
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with endpoints() as ep:
         identity_env = ep.identity.environ()
         os.environ.update(identity_env)
-        token = _fixed_token(ep.identity.endpoint, ep.identity.header_secret)
+        token = fixed_token(ep.identity)
         factories = {
             "app": lambda: AppClient(app_settings(ep.arm_url, identity_env)),
             "bare": lambda: BareClient(ep.arm_url, token),

@@ -100,6 +100,7 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
         "app": "**(b) app**: queue function end to end",
         "app_amqp": "app, its sender also AMQP-encoding (reference)",
         "sdk": "**(c) SDK** `runs.update`",
+        "sdk_tuned": "SDK, `use_env_settings=False`, HTTP logging off (reference)",
     }
     for name, label in labels.items():
         if name in extra:
@@ -117,6 +118,8 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
                      f"{details['round_ratios']['app_vs_floor']:.3f} | (reference) |")
         lines.append(f"| app AMQP-encoding ÷ bare | {extra['app_amqp']['median_us'] / per_event['bare']:.3f} | "
                      f"{details['round_ratios']['app_amqp_vs_bare']:.3f} | (reference) |")
+        lines.append(f"| SDK tuned ÷ app | {extra['sdk_tuned']['median_us'] / per_event['app']:.3f} | "
+                     f"{details['round_ratios']['sdk_tuned_vs_app']:.3f} | (reference) |")
     lines += [
         "",
         f"Concurrency: every ARM answer delayed {details['latency_s'] * 1000:g} ms; the queue function on a thread pool.",

@@ -10,10 +10,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
 from emulators import IdentityEmulator
 from emulators.arm_client import ArmEmulatorClient
 
-__all__ = ["ROOT", "Endpoints", "arm_process", "endpoints"]
+__all__ = ["ROOT", "Endpoints", "arm_process", "endpoints", "fixed_token"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,3 +54,15 @@ def endpoints(latency: float = 0.0) -> Iterator[Endpoints]:
     """The ARM emulator process and an identity endpoint in this process (idle once a token is cached)."""
     with arm_process(latency) as url, IdentityEmulator() as identity:
         yield Endpoints(url, ArmEmulatorClient(url), identity)
+
+
+def fixed_token(identity: IdentityEmulator) -> str:
+    """One token from the identity endpoint, for the bare loops to send on every request."""
+    answer = requests.get(
+        identity.endpoint,
+        params={"api-version": "2019-08-01", "resource": "https://management.azure.com"},
+        headers={"X-IDENTITY-HEADER": identity.header_secret, "Metadata": "true"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.json()["access_token"]
