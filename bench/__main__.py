@@ -99,7 +99,7 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
     _say(f"per-event cost: {options.rounds} rounds x {options.events} events per client")
     first = measure_per_event(options)
     rows = first["rows"]
-    _say("concurrency and reuse (own process, ARM latency {:g} ms)".format(options.latency * 1000))
+    _say(f"concurrency and reuse (own process, ARM latency {options.latency * 1000:g} ms)")
     load = measure_load(options)
     _say(f"cold start: {options.import_runs} fresh imports of each")
     cold = cold_start.compare(options.import_runs)

@@ -68,7 +68,10 @@ class BareClient:
         self._session.trust_env = trust_env
         self._headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
         self._body = json.dumps({"isArchiveEnabled": True}).encode()
-        base = f"{arm_url}/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{REGISTRY}/runs/"
+        base = (
+            f"{arm_url}/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}"
+            f"/providers/Microsoft.ContainerRegistry/registries/{REGISTRY}/runs/"
+        )
         self._urls = [f"{base}{run}?api-version={API_VERSION}" for run in run_ids(self.name)]
 
     def __call__(self, n: int) -> None:
@@ -158,7 +161,8 @@ class AppClient:
         self._function: Callable[[InboundMessage], None] = functions["archive_queue"]
         self._bodies = [
             json.dumps(
-                {"subscriptionId": SUBSCRIPTION, "resourceGroupName": GROUP, "registryName": REGISTRY, "runId": run, "isArchiveEnabled": True}
+                {"subscriptionId": SUBSCRIPTION, "resourceGroupName": GROUP, "registryName": REGISTRY,
+                 "runId": run, "isArchiveEnabled": True}
             ).encode()
             for run in run_ids(self.name)
         ]
@@ -215,7 +219,10 @@ class SdkClient:
 
             quiet = logging.getLogger("bench.sdk_tuned.http")
             quiet.setLevel(logging.WARNING)
-            options = {"transport": RequestsTransport(use_env_settings=False), "http_logging_policy": ARMHttpLoggingPolicy(logger=quiet)}
+            options = {
+                "transport": RequestsTransport(use_env_settings=False),
+                "http_logging_policy": ARMHttpLoggingPolicy(logger=quiet),
+            }
         # 1.0.0b1 passes a per-call api_version down to requests (TypeError), so it is set on the client.
         self._client = ContainerRegistryTasksMgmtClient(
             ManagedIdentityCredential(), SUBSCRIPTION, base_url=arm_url, api_version=API_VERSION, **options

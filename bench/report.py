@@ -65,10 +65,12 @@ def write_plot(concurrency: list[dict[str, Any]], latency: float, path: Path) ->
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     axes.plot(workers, [level["ideal_events_per_s"] for level in concurrency], "--", color="grey",
               label=f"ideal: concurrency ÷ {latency * 1000:g} ms")
-    axes.plot(workers, [level["events_per_s"] for level in concurrency], "o-", color="tab:blue", label="queue function (measured)")
+    measured = [level["events_per_s"] for level in concurrency]
+    axes.plot(workers, measured, "o-", color="tab:blue", label="queue function (measured)")
     for level in concurrency:
         share = level["events_per_s"] / level["ideal_events_per_s"]
-        axes.annotate(f"{share:.0%}", (level["workers"], level["events_per_s"]), textcoords="offset points", xytext=(6, -12), fontsize=8)
+        axes.annotate(f"{share:.0%}", (level["workers"], level["events_per_s"]),
+                      textcoords="offset points", xytext=(6, -12), fontsize=8)
     axes.set_xscale("log", base=2)
     axes.set_xticks(workers, [str(w) for w in workers])
     axes.set_xlabel("concurrent invocations (thread pool)")
@@ -86,10 +88,13 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
     """The Markdown tables of one run."""
     per_event, ratios = results["per_event_us"], results["ratios"]
     extra = details["per_event"]
+    host = results["machine"]
     lines = [
-        f"Measured {details['when']} on {results['machine']['cpu']} ({results['machine']['cores']} cores), "
-        f"Python {results['machine']['python']}; {details['rounds']} rounds of {details['events']} events per client, "
-        "interleaved; the ARM emulator in its own process.",
+        (
+            f"Measured {details['when']} on {host['cpu']} ({host['cores']} cores), Python {host['python']}; "
+            f"{details['rounds']} rounds of {details['events']} events per client, interleaved; "
+            "the ARM emulator in its own process."
+        ),
         "",
         "| per event | median µs | p90 µs | mean of a round, µs (median of rounds) |",
         "|---|---:|---:|---:|",
@@ -143,11 +148,13 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
         "| process | value |",
         "|---|---:|",
         f"| peak RSS of the load process (app, {details['concurrency'][-1]['workers']} threads) | {results['peak_rss_mb']:.1f} MB |",
-        f"| first invocation, cold (imports azure.identity, fetches the token, opens the connection) | {reuse['first_event_ms']:.0f} ms |",
+        f"| first invocation, cold (imports azure.identity, token, connection) | {reuse['first_event_ms']:.0f} ms |",
         f"| `import function_app` (median of {details['import_runs']} fresh processes) | {cold['function_app']:.0f} ms |",
         f"| `import azure.functions, azure.identity, azure.servicebus, requests` | {cold['deps']:.0f} ms |",
-        f"| imported by `function_app` beyond those four | {', '.join(details['extra_modules']) or 'nothing'} "
-        f"({sum(details['extra_modules'].values()) / 1000:.1f} ms self time) |",
+        (
+            f"| imported by `function_app` beyond those four | {', '.join(details['extra_modules']) or 'nothing'} "
+            f"({sum(details['extra_modules'].values()) / 1000:.1f} ms self time) |"
+        ),
     ]
     return "\n".join(lines)
 

@@ -47,7 +47,9 @@ def _client(endpoint: str, monkeypatch: pytest.MonkeyPatch, identity: IdentityEm
     return ArmClient(new_session(), tokens, settings)
 
 
-def test_an_http_proxy_from_the_environment_carries_the_patch(arm: ArmEmulator, identity: IdentityEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_http_proxy_from_the_environment_carries_the_patch(
+    arm: ArmEmulator, identity: IdentityEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """HTTP_PROXY is honoured: the emulator, acting as the proxy, answers for an endpoint nothing listens on."""
     result = _client(closed_port_url(), monkeypatch, identity, HTTP_PROXY=arm.url).update_run(REQUEST)
     assert result.http_status == 200 and arm.stats()["patches"] == 1
@@ -59,7 +61,9 @@ def test_no_proxy_sends_the_patch_directly(arm: ArmEmulator, identity: IdentityE
     assert client.update_run(REQUEST).http_status == 200
 
 
-def test_netrc_credentials_never_replace_the_bearer_token(arm: ArmEmulator, identity: IdentityEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_netrc_credentials_never_replace_the_bearer_token(
+    arm: ArmEmulator, identity: IdentityEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A ~/.netrc entry for the ARM host is ignored: the PATCH still carries the managed-identity token."""
     netrc = tmp_path / "netrc"
     netrc.write_text("machine 127.0.0.1 login someone password secret\n")
