@@ -23,13 +23,19 @@ from shared.events import ArchiveRequest
 from shared.retry import RETRYABLE_STATUSES, RetryBudget, parse_retry_after
 from shared.settings import Settings
 
-__all__ = ["ArmClient", "ArmResult", "new_session"]
+__all__ = ["ENVIRONMENT_NAMES", "ArmClient", "ArmResult", "environment_settings", "new_session"]
 
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
 USER_AGENT = "acr-run-archiver/1.0 python-requests"
 _BODIES = {flag: json.dumps({"isArchiveEnabled": flag}).encode() for flag in (True, False)}
+ENVIRONMENT_NAMES = (
+    "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+)
+"""What requests reads from the environment for a request (besides ~/.netrc); the Runtime rebuilds
+the ArmClient when one of them changes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,11 @@ class ArmResult:
 def new_session(pool_size: int = 64) -> requests.Session:
     """The process's one Session; its pool is sized so concurrent invocations reuse connections."""
     session = requests.Session()
+    # With trust_env on, requests scans the whole environment twice per request for proxy variables
+    # and looks for ~/.netrc (a quarter of the ARM call's CPU time, docs/performance.md). ArmClient
+    # resolves the proxies and CA bundle once instead (environment_settings); ~/.netrc is not
+    # consulted at all, so its credentials can never replace the bearer token.
+    session.trust_env = False
     # Retries are ours (bounded by the contract's budget), so urllib3 must not retry on its own.
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
@@ -78,6 +89,7 @@ class ArmClient:
         self._origin = _origin(settings.arm_endpoint)
         self._timeout = settings.arm_timeout_seconds
         self._query = f"?api-version={settings.arm_api_version}"
+        self._environment = environment_settings(settings.arm_endpoint)
 
     def run_url(self, request: ArchiveRequest) -> str:
         """The Runs - Update URL of the request, under ARM_ENDPOINT."""
@@ -117,6 +129,7 @@ class ArmClient:
                     headers=_headers(token, body is not None),
                     timeout=self._timeout,
                     allow_redirects=False,
+                    **self._environment,
                 )
                 status = response.status_code
                 if status < 300:
@@ -189,6 +202,17 @@ class ArmClient:
             # The token must stay on ARM_ENDPOINT's host (contract §3, §7): poll the run instead.
             log.warning("ignoring %s on another origin (%s); polling the run itself", header, urlsplit(url).hostname)
         return "run", run_url
+
+
+def environment_settings(url: str) -> dict[str, Any]:
+    """The proxies and CA bundle requests takes from the environment for `url` (HTTPS_PROXY, NO_PROXY,
+    REQUESTS_CA_BUNDLE…), resolved by requests itself, once: every request goes to this one origin."""
+    probe = requests.Session()
+    try:
+        merged = probe.merge_environment_settings(url, {}, None, None, None)
+    finally:
+        probe.close()
+    return {"proxies": merged["proxies"], "verify": merged["verify"]}
 
 
 @dataclass(slots=True)

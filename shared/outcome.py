@@ -22,6 +22,8 @@ SUBJECTS = {
 }
 RAW_EVENT_LIMIT = 64 * 1024
 MESSAGE_ID_LIMIT = 128
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Built once: json.dumps with non-default options builds a new encoder on every call."""
 
 Source = Literal["servicebus", "http"]
 
@@ -55,7 +57,7 @@ class Outcome:
 
     def body_bytes(self) -> bytes:
         """The body as compact UTF-8 JSON, as it goes on the wire."""
-        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+        return _COMPACT.encode(self.body).encode()
 
     def as_record(self) -> dict[str, Any]:
         """The OUTCOME_FILE line of this outcome."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 __all__ = ["RETRYABLE_STATUSES", "RetryBudget", "parse_retry_after"]
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# One generator for every budget: seeding a new random.Random reads os.urandom (~8 µs an event), and
+# its random() is atomic under the GIL, so invocations on other threads may share it.
+_JITTER = random.Random()
 
 
 @dataclass(slots=True)
@@ -23,7 +26,7 @@ class RetryBudget:
     base_seconds: float = 0.5
     cap_seconds: float = 8.0
     waited: float = 0.0
-    jitter: random.Random = field(default_factory=random.Random)
+    jitter: random.Random = _JITTER
 
     @property
     def remaining(self) -> float:

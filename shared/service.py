@@ -170,9 +170,11 @@ class Archiver:
 
 def log_outcome(result: Result, reference: str | None) -> None:
     """One log line per outcome: ids, run and result; never a token or the raw event."""
+    level = logging.INFO if result.error is None or isinstance(result.error, EventRejected) else logging.WARNING
+    if not log.isEnabledFor(level):
+        return
     body = result.outcome.body
     request = body["request"] or {}
-    level = logging.INFO if result.error is None or isinstance(result.error, EventRejected) else logging.WARNING
     log.log(
         level,
         "%s %s: registry=%s run=%s isArchiveEnabled=%s attempts=%d%s",
