@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
 
-__all__ = ["SETTING_NAMES", "Settings", "missing_settings"]
+__all__ = ["Settings", "missing_settings"]  # and SETTING_NAMES, the names every setting is read by
 
 SETTING_NAMES: tuple[str, ...] = (
     "ServiceBusConnection",

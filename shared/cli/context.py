@@ -90,7 +90,7 @@ class Context:
         settings = self.settings
         if not (settings.servicebus_connection_string or settings.servicebus_namespace):
             raise CliError(_NO_CONNECTION, 2)
-        return _open(servicebus_client_factory(replace(settings, outcome_namespace=None)))
+        return _open(servicebus_client_factory(settings, for_outcomes=False))
 
     def topic_client(self) -> Any:
         """A ServiceBusClient for the outcome topic's namespace (OUTCOME_SERVICEBUS_NAMESPACE, else the trigger's)."""
