@@ -20,7 +20,6 @@ RUN_ROUTE = (
 )
 
 
-
 class _FunctionApp(func.FunctionApp):
     """FunctionApp whose indexing can be repeated.
 

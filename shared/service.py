@@ -148,7 +148,6 @@ class Archiver:
             raise error
         return result
 
-
     def _rescheduled(self, message: QueueMessage, error: ArchiverError, last_delivery: bool) -> bool:
         """Schedule a copy at now + Retry-After so the original can complete; False to fail normally."""
         if self.scheduler is None or message.reschedule_count >= MAX_RESCHEDULES:
