@@ -81,7 +81,7 @@ class SoakConfig:
             "ARM_MAX_ATTEMPTS": str(ATTEMPTS),
             "ARM_RETRY_MAX_SECONDS": "0.1",
             "ARM_TIMEOUT_SECONDS": "0.5",
-            "LRO_TIMEOUT_SECONDS": "0.3",
+            "LRO_TIMEOUT_SECONDS": "1",  # room for polls on a loaded 2-core machine; never-finishing ones cost 1 s
             "MAX_DELIVERY_COUNT": str(self.max_delivery_count),
         }
 
@@ -238,6 +238,7 @@ class _Harness:
         self.settlements = {event.message_id: Settlement() for event in events}
         self.successes: dict[str, list[tuple[int, bool]]] = defaultdict(list)
         self.leftovers = 0
+        self.leftover_details: list[str] = []
         self._lock = threading.Lock()
 
     def run(self) -> None:
@@ -284,6 +285,9 @@ class _Harness:
             published = self.publisher.outcomes.get(event.message_id) or [None]
             with self._lock:
                 self.leftovers += left
+                if left:
+                    scenario = event.scenario.name if event.scenario else "no fault"
+                    self.leftover_details.append(f"{event.message_id} ({scenario}, delivery {delivery}): {left} scripted fault(s) never reached")
                 if completed and published[-1] == "succeeded":
                     self.successes[event.run_id].append((event.index, event.flag))
         return completed
@@ -389,6 +393,7 @@ def _report(config: SoakConfig, events: list[PlannedEvent], harness: _Harness, o
     unexpected = sum(n for code, n in raised.items() if code.startswith("unexpected:"))
     if unexpected:
         problems.append(f"{unexpected} deliveries raised something other than an ArchiverError")
+    problems += harness.leftover_details[:10]
     return SoakReport(
         events=len(events), succeeded=counts["succeeded"], failed=counts["failed"], rejected=counts["rejected"],
         dead_lettered=counts["dead_lettered"], lost=counts["lost"], duplicates=counts["duplicates"],
