@@ -105,7 +105,7 @@ class ArmClient:
             if response.status_code in (201, 202):
                 run = self._poll(call, url, response)
             if not isinstance(run, dict):
-                raise ArmUnavailable(f"ARM answered {response.status_code} without a Run", status=response.status_code, request_id=request_id)
+                raise ArmUnavailable(f"ARM answered {response.status_code} without a Run", request_id=request_id)
             return ArmResult(run, response.status_code, call.patches, request_id)
         except ArchiverError as error:
             error.attempts = call.patches
