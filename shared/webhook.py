@@ -131,7 +131,9 @@ class _Admitted:
 
 def _admit(runtime: Runtime, request: HttpRequestLike) -> _Admitted | HttpReply:
     """The checks that run before a request counts as an event: size, settings, signature, content type."""
-    headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER) or new_correlation_id()}
+    # Service Bus takes correlation ids of at most 128 characters; a longer header is cut, and echoed cut.
+    correlation_id = (request.headers.get(CORRELATION_HEADER) or "").strip()[:128] or new_correlation_id()
+    headers = {CORRELATION_HEADER: correlation_id}
     body = request.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
         return _error_reply(413, "PayloadTooLarge", f"the body exceeds {MAX_BODY_BYTES} bytes", headers)

@@ -820,3 +820,10 @@ def test_no_response_or_outcome_contains_a_setting_value(
     for text in texts:
         for secret in (SECRET, access_key, identity_header):
             assert secret not in text
+
+
+def test_a_correlation_id_longer_than_service_bus_allows_is_cut_to_128(emulators: Emulators, app: dict[str, Callable[..., Any]]) -> None:
+    """x-correlation-id becomes the outcome message's correlation id, which Service Bus caps at 128 characters."""
+    response = app["archive_events"](http_request("POST", "archive-events", json_body=flat(), headers={"x-correlation-id": "c" * 300}))
+    assert response.headers["x-correlation-id"] == "c" * 128
+    assert emulators.outcomes()[0]["correlation_id"] == "c" * 128
