@@ -134,7 +134,21 @@ def _message_id(inbound: Inbound) -> str:
 
 
 def _truncate(raw: str) -> str:
-    encoded = raw.encode("utf-8", "replace")
-    if len(encoded) <= RAW_EVENT_LIMIT:
+    """At most RAW_EVENT_LIMIT bytes as text and as the JSON string that carries it.
+
+    Escapes can make the JSON several times longer than the text (a control character becomes
+    \u0000); bounding the encoded form keeps a hostile body from pushing the outcome past Service
+    Bus's message size, where it could never be published.
+    """
+    if _encoded_size(raw) <= RAW_EVENT_LIMIT:
         return raw
-    return encoded[:RAW_EVENT_LIMIT].decode("utf-8", "ignore")
+    keep = raw.encode("utf-8", "replace")[:RAW_EVENT_LIMIT].decode("utf-8", "ignore")
+    low, high = 0, len(keep)
+    while low < high:  # the longest prefix whose JSON form fits
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if _encoded_size(keep[:middle]) <= RAW_EVENT_LIMIT else (low, middle - 1)
+    return keep[:low]
+
+
+def _encoded_size(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "replace")) - 2

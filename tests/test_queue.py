@@ -122,9 +122,21 @@ def test_a_registry_not_allowed_is_rejected_without_calling_arm(queue: Any, arm:
 
 def test_a_huge_rejected_event_keeps_at_most_64_kib(queue: Any, outcome_file: Path) -> None:
     """rawEvent is cut to 64 KiB."""
-    queue(message({"junk": "x" * 100_000}))
+    inbound = message({"junk": "x" * 100_000})
+    queue(inbound)
     (record,) = read_outcomes(outcome_file)
-    assert len(record["body"]["rawEvent"].encode()) == 64 * 1024
+    raw = record["body"]["rawEvent"]
+    assert 60 * 1024 < len(raw.encode()) <= 64 * 1024
+    assert inbound.get_body().decode().startswith(raw)
+
+
+def test_a_rejected_event_of_escapes_stays_within_64_kib_as_json(queue: Any, outcome_file: Path) -> None:
+    """Control characters expand six-fold in JSON; rawEvent is cut so its JSON form fits 64 KiB too."""
+    body = b"\x01" * 100_000
+    queue(message(body))
+    (record,) = read_outcomes(outcome_file)
+    raw = record["body"]["rawEvent"]
+    assert 0 < len(json.dumps(raw)) - 2 <= 64 * 1024 and body.decode().startswith(raw)
 
 
 @pytest.mark.parametrize(
