@@ -45,15 +45,21 @@ def strip_comments(text: str) -> str:
     return "".join(out)
 
 
+def _string_end(text: str, quote_at: int) -> int:
+    """Index of the quote closing the Bicep string that opens at `quote_at` (backslash escapes skipped)."""
+    i = quote_at + 1
+    while i < len(text) and text[i] != "'":
+        i += 2 if text[i] == "\\" else 1
+    return i
+
+
 def _matching_brace(text: str, open_at: int) -> int:
     depth = 0
     i = open_at
     while i < len(text):
         char = text[i]
         if char == "'":
-            i += 1
-            while i < len(text) and text[i] != "'":
-                i += 2 if text[i] == "\\" else 1
+            i = _string_end(text, i)
         elif char in "{[":
             depth += 1
         elif char in "}]":
@@ -80,9 +86,7 @@ def properties(block: str) -> dict[str, str]:
     while i < len(block):
         char = block[i]
         if char == "'":
-            i += 1
-            while i < len(block) and block[i] != "'":
-                i += 2 if block[i] == "\\" else 1
+            i = _string_end(block, i)
         elif char in "{[(":
             depth += 1
         elif char in "}])":

@@ -85,21 +85,20 @@ class Context:
 
     def queue_client(self) -> Any:
         """A ServiceBusClient for the archive queue's namespace (the trigger's ServiceBusConnection)."""
-        if self.open_servicebus is not None:
-            return self.open_servicebus()
-        settings = self.settings
-        if not (settings.servicebus_connection_string or settings.servicebus_namespace):
-            raise CliError(_NO_CONNECTION, 2)
-        return _open(servicebus_client_factory(settings, for_outcomes=False))
+        return self._client(for_outcomes=False)
 
     def topic_client(self) -> Any:
         """A ServiceBusClient for the outcome topic's namespace (OUTCOME_SERVICEBUS_NAMESPACE, else the trigger's)."""
+        return self._client(for_outcomes=True)
+
+    def _client(self, *, for_outcomes: bool) -> Any:
         if self.open_servicebus is not None:
             return self.open_servicebus()
         settings = self.settings
-        if not (settings.servicebus_connection_string or settings.publisher_namespace):
+        namespace = settings.publisher_namespace if for_outcomes else settings.servicebus_namespace
+        if not (settings.servicebus_connection_string or namespace):
             raise CliError(_NO_CONNECTION, 2)
-        return _open(servicebus_client_factory(settings))
+        return _open(servicebus_client_factory(settings, for_outcomes=for_outcomes))
 
 
 _NO_CONNECTION = (
