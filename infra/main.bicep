@@ -46,14 +46,40 @@ param allowedRegistries string = ''
 param useRegistryDefaults bool = true
 
 @secure()
-@description('WEBHOOK_SECRET: when set, HTTP writes must carry X-Signature-256.')
+@description('A new value of WEBHOOK_SECRET, stored in the Key Vault; empty: keep the vault\'s current secret.')
 param webhookSecret string = ''
 
-@description('Role definition id to grant on the registry instead of creating the custom "runs read/write" role (e.g. a role your organisation already defined).')
+@description('WEBHOOK_SECRET references the vault\'s secret, so HTTP writes must carry X-Signature-256; false leaves it unset (no signatures, e.g. for Event Grid).')
+param webhookSignatures bool = true
+
+@description('Role definition id (/subscriptions/{s}/providers/Microsoft.Authorization/roleDefinitions/{guid}) to grant on the registry instead of creating the custom "runs read/write" role: one created once out of band, so the deployer needs no right to write role definitions (README, Deployer rights).')
 param registryRoleDefinitionId string = ''
 
-@description('Object id of an operator (user or group) to grant Service Bus Data Sender/Receiver on the namespace and the runs role on the registry, for the acr-archiver CLI; azd passes the signed-in user.')
+@description('Object id of an operator (user or group) for the acr-archiver CLI; azd passes the signed-in user, granted only with grantOperatorAccess.')
 param operatorPrincipalId string = ''
+
+@description('Grant operatorPrincipalId Data Sender and Data Receiver on the archive queue and Data Receiver on the outcome topic\'s subscriptions. Off by default: production environments grant nobody but the app.')
+param grantOperatorAccess bool = false
+
+@description('With grantOperatorAccess, also grant the operator the runs role on the registry (acr-archiver archive).')
+param grantOperatorRunsWrite bool = false
+
+@description('Resource id of an action group that the alerts notify; empty: they fire in the portal only.')
+param actionGroupId string = ''
+
+@description('ARCHIVE_POLICIES (contract §8): a JSON array of archive policies; empty: no policy sweeps.')
+param archivePolicies string = ''
+
+@description('ARCHIVE_POLICY_SCHEDULE: NCRONTAB schedule of the policy sweep timer.')
+param archivePolicySchedule string = '0 */15 * * * *'
+
+@minValue(1)
+@description('ARCHIVE_POLICY_LOOKBACK_DAYS: a sweep considers runs created in this many days before it.')
+param archivePolicyLookbackDays int = 30
+
+@minValue(0)
+@description('ARM_WRITE_RESERVE: writes to leave in ARM\'s per-principal write bucket.')
+param armWriteReserve int = 20
 
 @description('Flex Consumption: most instances the app scales out to.')
 @minValue(40)
@@ -72,6 +98,7 @@ var registrySegments = split(registryId, '/')
 var registrySubscriptionId = registrySegments[2]
 var registryResourceGroup = registrySegments[4]
 var registryName = last(registrySegments)
+var operatorId = grantOperatorAccess ? operatorPrincipalId : ''
 
 resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
@@ -98,6 +125,7 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     deploymentContainerName: 'app-package'
     appPrincipalId: identity.outputs.principalId
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -125,7 +153,34 @@ module serviceBus 'modules/servicebus.bicep' = {
     failedOutcomesSubscriptionName: failedOutcomesSubscriptionName
     maxDeliveryCount: maxDeliveryCount
     appPrincipalId: identity.outputs.principalId
-    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalId: operatorId
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: 'kv-acrarch-${token}'
+    location: location
+    tags: tags
+    appPrincipalId: identity.outputs.principalId
+    webhookSecret: webhookSecret
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namespaceId: serviceBus.outputs.id
+    archiveQueueName: archiveQueueName
+    workspaceId: monitoring.outputs.workspaceId
+    actionGroupId: actionGroupId
   }
 }
 
@@ -136,7 +191,7 @@ module registryAccess 'modules/registry-access.bicep' = {
   params: {
     registryName: registryName
     appPrincipalId: identity.outputs.principalId
-    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalId: grantOperatorRunsWrite ? operatorId : ''
     roleDefinitionId: registryRoleDefinitionId
   }
 }
@@ -154,6 +209,13 @@ var appSettings = {
   DEFAULT_SUBSCRIPTION_ID: useRegistryDefaults ? registrySubscriptionId : ''
   DEFAULT_RESOURCE_GROUP: useRegistryDefaults ? registryResourceGroup : ''
   DEFAULT_REGISTRY_NAME: useRegistryDefaults ? registryName : ''
+  // Always the reference (never the value): a deployment without webhookSecret keeps checking signatures, and a
+  // reference that does not resolve reaches the app as its literal text, which the app reports as malformed.
+  WEBHOOK_SECRET: webhookSignatures ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.webhookSecretUri})' : ''
+  ARCHIVE_POLICIES: archivePolicies
+  ARCHIVE_POLICY_SCHEDULE: archivePolicySchedule
+  ARCHIVE_POLICY_LOOKBACK_DAYS: string(archivePolicyLookbackDays)
+  ARM_WRITE_RESERVE: string(armWriteReserve)
   AzureWebJobsStorage__accountName: storage.outputs.name
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.outputs.clientId
@@ -175,9 +237,7 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     appSettings: appSettings
-    secretAppSettings: {
-      WEBHOOK_SECRET: webhookSecret
-    }
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -187,6 +247,7 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output AZURE_KEY_VAULT_NAME string = 'kv-acrarch-${token}'
 output APP_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output ServiceBusConnection__fullyQualifiedNamespace string = serviceBus.outputs.fullyQualifiedNamespace
 output ARCHIVE_QUEUE_NAME string = archiveQueueName

@@ -1,4 +1,7 @@
-// The function app on the Flex Consumption plan (Python 3.11), running as the user-assigned identity.
+// The function app on the Flex Consumption plan (Python 3.11), running as the user-assigned identity, which also
+// resolves its Key Vault references. Deployment signs in with Entra ID only: basic (FTP, SCM) credentials are off.
+//
+// Public network access stays on: Event Grid and webhooks call the HTTP API (README, Network).
 param name string
 param planName string
 param location string
@@ -8,11 +11,10 @@ param identityId string
 param deploymentStorageUrl string
 param maximumInstanceCount int
 param instanceMemoryMB int
-@description('App settings (names as the contract defines them).')
+@description('App settings (names as the contract defines them); secrets only as Key Vault references.')
 param appSettings object
-@secure()
-@description('App settings holding secrets, kept out of the deployment history.')
-param secretAppSettings object
+@description('Log Analytics workspace receiving the app\'s logs and metrics.')
+param workspaceId string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -42,8 +44,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    keyVaultReferenceIdentity: identityId // the default is the system-assigned identity, which this app has not
     siteConfig: {
-      minTlsVersion: '1.2'
+      minTlsVersion: '1.2' // no ftpsState: Flex Consumption rejects it, and FTP is off below
     }
     functionAppConfig: {
       deployment: {
@@ -66,11 +69,50 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
     }
   }
+}
 
-  // Flex Consumption sets the worker runtime itself (functionAppConfig.runtime): no FUNCTIONS_WORKER_RUNTIME here.
-  resource settings 'config' = {
-    name: 'appsettings'
-    properties: union(appSettings, secretAppSettings)
+// Top-level children with `parent:` rather than nested ones: pycep-parser (tests/test_infra.py) keeps only the
+// last of several nested children.
+// Flex Consumption sets the worker runtime itself (functionAppConfig.runtime): no FUNCTIONS_WORKER_RUNTIME here.
+resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: appSettings
+}
+
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

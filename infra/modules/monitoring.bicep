@@ -5,7 +5,7 @@ param location string
 param tags object
 param appPrincipalId string
 
-var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: logAnalyticsName
@@ -41,4 +41,6 @@ resource appPublishesTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }
 
+output workspaceId string = workspace.id
+output applicationInsightsId string = applicationInsights.id
 output connectionString string = applicationInsights.properties.ConnectionString

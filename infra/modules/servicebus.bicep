@@ -1,5 +1,8 @@
 // The Service Bus namespace (Entra ID only: local SAS auth is off), the archive queue, the outcome topic with an
-// example subscription, and the app's roles on each entity.
+// example subscription, the app's and the operator's roles on each entity, and the namespace's diagnostics.
+//
+// Public network access stays on: the Standard tier has no private endpoints (Premium has), and access is
+// Entra ID only (README, Network).
 param namespaceName string
 param location string
 param tags object
@@ -8,12 +11,14 @@ param outcomeTopicName string
 param failedOutcomesSubscriptionName string
 param maxDeliveryCount int
 param appPrincipalId string
-@description('Optional: an operator granted Data Sender and Data Receiver on the whole namespace (acr-archiver CLI).')
+@description('Optional: an operator (acr-archiver CLI) granted Data Sender and Data Receiver on the archive queue and Data Receiver on the outcome topic\'s subscriptions; nothing namespace-wide.')
 param operatorPrincipalId string = ''
+@description('Log Analytics workspace receiving the namespace\'s logs and metrics.')
+param workspaceId string
 
 var roles = {
   dataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0' // Azure Service Bus Data Receiver
-  dataSender: '69a216fc-b8fb-44d8-bc22-1f3c2552ae39' // Azure Service Bus Data Sender
+  dataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39' // Azure Service Bus Data Sender
 }
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
@@ -60,7 +65,7 @@ resource failedOutcomes 'Microsoft.ServiceBus/namespaces/topics/subscriptions@20
     maxDeliveryCount: 10
     lockDuration: 'PT1M'
     defaultMessageTimeToLive: 'P7D'
-    deadLetteringOnMessageExpiration: false
+    deadLetteringOnMessageExpiration: true // a failure nobody read in 7 days is kept, not dropped
   }
 }
 
@@ -110,23 +115,58 @@ resource appSendsToTopic 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-resource operatorSends 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
-  name: guid(namespace.id, operatorPrincipalId, roles.dataSender)
-  scope: namespace
+// The operator CLI: `send` and `dead-letters resubmit` send to the queue; `dead-letters` receives from its
+// dead-letter queue, a sub-queue that the queue's scope covers.
+resource operatorSendsToQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(archiveQueue.id, operatorPrincipalId, roles.dataSender)
+  scope: archiveQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataSender)
     principalId: operatorPrincipalId
   }
 }
 
-resource operatorReceives 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
-  name: guid(namespace.id, operatorPrincipalId, roles.dataReceiver)
-  scope: namespace
+resource operatorReceivesFromQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(archiveQueue.id, operatorPrincipalId, roles.dataReceiver)
+  scope: archiveQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataReceiver)
     principalId: operatorPrincipalId
   }
 }
 
+// `outcomes` receives from the topic's subscriptions: Receiver on a topic applies to its subscriptions (a topic
+// itself has nothing to receive), and sending to the topic stays the app's alone.
+resource operatorReceivesOutcomes 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(outcomeTopic.id, operatorPrincipalId, roles.dataReceiver)
+  scope: outcomeTopic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataReceiver)
+    principalId: operatorPrincipalId
+  }
+}
+
+// Operational logs and metrics (DeadletteredMessages among them) to the workspace.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: namespace
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
 // https://<name>.servicebus.windows.net:443/ → <name>.servicebus.windows.net (any cloud's suffix)
+output id string = namespace.id
 output fullyQualifiedNamespace string = split(split(namespace.properties.serviceBusEndpoint, '//')[1], ':')[0]
