@@ -1,150 +1,138 @@
-"""Just enough of Bicep's syntax to check infra/*.bicep textually (no Bicep compiler is needed to run the tests).
+"""The Bicep files as the tests read them: pycep-parser's tree, plus the raw lines it drops (comments).
 
-Comments are dropped, strings are skipped while matching braces (their `${…}` interpolations included), and
-a block is the text between an opening `{` and its matching `}`.
+pycep-parser (pure Python, a Lark grammar of Bicep) parses; it compiles nothing, resolves no types and
+knows no resource schema, so a file it accepts can still fail `bicep build` (CI's first compile). Its tree
+gives string literals and identifiers alike as Python strings, and expressions as nested
+`{"operator": …}` / `{"function": …}` dictionaries; `ref()` turns an accessor chain back into `a.b.c`.
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from pathlib import Path
+from typing import Any
+
+from pycep import BicepParser
 
 __all__ = [
-    "Bicep",
-    "block_after",
-    "properties",
-    "strip_comments",
+    "Template",
+    "braces_outside_strings",
+    "parse",
+    "parse_text",
+    "ref",
 ]
 
 
-def strip_comments(text: str) -> str:
-    """The text without // and /* */ comments; strings ('…', with \\' escapes and ''' blocks) are kept as they are."""
-    out: list[str] = []
+@functools.cache
+def _parser() -> BicepParser:
+    return BicepParser(cache=False)
+
+
+def parse_text(text: str) -> dict[str, Any]:
+    """pycep-parser's tree of one Bicep text; raises (Lark's errors, ValueError) on a syntax error."""
+    return _parser().parse(text=text)
+
+
+@functools.cache
+def parse(path: Path) -> dict[str, Any]:
+    """The tree of one .bicep file (parsed once per test session)."""
+    return parse_text(path.read_text(encoding="utf-8"))
+
+
+def ref(expression: Any) -> Any:
+    """`a.b.c` for a property or nested-resource accessor chain (`a::b` as `a.b`); anything else as it is."""
+    if isinstance(expression, dict) and "operator" in expression:
+        operator = expression["operator"]
+        if operator["type"] in ("property_accessor", "nested_resource_accessor"):
+            operands = operator["operands"]
+            return f"{ref(operands['operand_1'])}.{ref(operands['operand_2'])}"
+    return expression
+
+
+def braces_outside_strings(text: str) -> list[int]:
+    """Offsets of `{` and `}` that are syntax: not inside a '…' / '''…''' string or a // or /* */ comment."""
+    found: list[int] = []
     i, n = 0, len(text)
     while i < n:
         if text.startswith("'''", i):
             end = text.find("'''", i + 3)
-            end = n if end < 0 else end + 3
-            out.append(text[i:end])
-            i = end
+            i = n if end < 0 else end + 3
         elif text[i] == "'":
-            j = i + 1
-            while j < n and text[j] != "'":
-                j += 2 if text[j] == "\\" else 1
-            out.append(text[i : j + 1])
-            i = j + 1
+            i += 1
+            while i < n and text[i] != "'":
+                i += 2 if text[i] == "\\" else 1
+            i += 1
         elif text.startswith("//", i):
-            while i < n and text[i] != "\n":
-                i += 1
+            end = text.find("\n", i)
+            i = n if end < 0 else end
         elif text.startswith("/*", i):
             end = text.find("*/", i + 2)
             i = n if end < 0 else end + 2
         else:
-            out.append(text[i])
+            if text[i] in "{}":
+                found.append(i)
             i += 1
-    return "".join(out)
+    return found
 
 
-def _string_end(text: str, quote_at: int) -> int:
-    """Index of the quote closing the Bicep string that opens at `quote_at` (backslash escapes skipped)."""
-    i = quote_at + 1
-    while i < len(text) and text[i] != "'":
-        i += 2 if text[i] == "\\" else 1
-    return i
-
-
-def _matching_brace(text: str, open_at: int) -> int:
-    depth = 0
-    i = open_at
-    while i < len(text):
-        char = text[i]
-        if char == "'":
-            i = _string_end(text, i)
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    raise AssertionError(f"unbalanced braces after offset {open_at}")
-
-
-def block_after(text: str, pattern: str) -> str:
-    """The inside of the `{…}` block that the first match of `pattern` (ending at or just before `{`) opens."""
-    match = re.search(pattern, text, re.MULTILINE)
-    assert match is not None, f"no match for {pattern!r}"
-    open_at = text.index("{", match.end() - 1)
-    return text[open_at + 1 : _matching_brace(text, open_at)]
-
-
-def properties(block: str) -> dict[str, str]:
-    """The `name: value` entries at the top level of a block (nested blocks are skipped; values as written)."""
-    entries: dict[str, str] = {}
-    i, depth, line_start = 0, 0, 0
-    lines: list[str] = []
-    while i < len(block):
-        char = block[i]
-        if char == "'":
-            i = _string_end(block, i)
-        elif char in "{[(":
-            depth += 1
-        elif char in "}])":
-            depth -= 1
-        elif char == "\n":
-            if depth == 0:
-                lines.append(block[line_start:i])
-                line_start = i + 1
-        i += 1
-    lines.append(block[line_start:])
-    for line in lines:
-        match = re.match(r"\s*('[^']*'|[A-Za-z_][\w]*)\s*:\s*(.*?)\s*$", line, re.DOTALL)
-        if match:
-            entries[match.group(1).strip("'")] = match.group(2)
-    return entries
-
-
-class Bicep:
-    """One .bicep file, comments removed."""
+class Template:
+    """One .bicep file: its parsed tree and its raw text."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.text = strip_comments(path.read_text(encoding="utf-8"))
+        self.text = path.read_text(encoding="utf-8")
+        self.tree = parse(path)
 
-    def params(self) -> dict[str, str | None]:
-        """Declared parameters and their defaults as written (None: required)."""
-        found: dict[str, str | None] = {}
-        for match in re.finditer(r"^param\s+(\w+)\s+(\w+\??)(?:\s*=\s*(.+?))?\s*$", self.text, re.MULTILINE):
-            optional = match.group(2).endswith("?")
-            found[match.group(1)] = match.group(3) if match.group(3) is not None else ("null" if optional else None)
-        return found
+    def params(self) -> dict[str, dict[str, Any]]:
+        """Declared parameters: {"type", "default" (None: required), "decorators"}."""
+        return self.tree.get("parameters", {})
+
+    def default(self, param: str) -> Any:
+        """A parameter's default value."""
+        return self.params()[param]["default"]
+
+    def required_params(self) -> set[str]:
+        """Parameters without a default."""
+        return {name for name, param in self.params().items() if param["default"] is None}
+
+    def decorators(self, param: str) -> set[str]:
+        """The decorator names of a parameter (secure, description, …)."""
+        return {decorator["type"] for decorator in self.params()[param]["decorators"]}
+
+    def variable(self, name: str) -> Any:
+        """A variable's value."""
+        return self.tree["variables"][name]["value"]
 
     def outputs(self) -> set[str]:
         """Declared output names."""
-        return set(re.findall(r"^output\s+(\w+)\s", self.text, re.MULTILINE))
+        return set(self.tree.get("outputs", {}))
 
-    def resource(self, symbol: str) -> str:
-        """The body of `resource <symbol> '<type>@<version>' = [if (…)] {…}` (nested resources included)."""
-        return block_after(self.text, rf"^\s*resource\s+{symbol}\s+'[^']+'\s*=\s*(?:if\s*\(.*?\)\s*)?\{{")
+    def resources(self) -> dict[str, dict[str, Any]]:
+        """Symbol → declaration (type, api_version, existing, config)."""
+        return self.tree.get("resources", {})
+
+    def resource(self, symbol: str) -> dict[str, Any]:
+        """A resource's body (name, scope, parent, properties, …), its `if (…)` condition set aside."""
+        config = self.resources()[symbol]["config"]
+        return config["config"] if "condition" in config else config
+
+    def condition(self, symbol: str) -> Any:
+        """A resource's `if (…)` condition, None when it is always deployed."""
+        return self.resources()[symbol]["config"].get("condition")
 
     def resource_type(self, symbol: str) -> str:
-        """The type@apiVersion of a resource symbol."""
-        match = re.search(rf"^\s*resource\s+{symbol}\s+'([^']+)'", self.text, re.MULTILINE)
-        assert match is not None, f"{self.path.name}: no resource {symbol}"
-        return match.group(1)
+        """`type@apiVersion` of a resource."""
+        declaration = self.resources()[symbol]
+        return f"{declaration['type']}@{declaration['api_version']}"
 
-    def resources(self) -> list[str]:
-        """Every declared resource symbol."""
-        return re.findall(r"^\s*resource\s+(\w+)\s+'", self.text, re.MULTILINE)
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        """Symbol → body of every resource of one type (any API version)."""
+        return {symbol: self.resource(symbol) for symbol, declaration in self.resources().items() if declaration["type"] == resource_type}
 
     def modules(self) -> dict[str, str]:
         """Module symbol → its relative path."""
-        return dict(re.findall(r"^module\s+(\w+)\s+'([^']+)'", self.text, re.MULTILINE))
+        return {symbol: module["detail"]["path"] for symbol, module in self.tree.get("modules", {}).items()}
 
-    def module(self, symbol: str) -> str:
-        """The body of `module <symbol> '<path>' = {…}`."""
-        return block_after(self.text, rf"^module\s+{symbol}\s+'[^']+'\s*=\s*\{{")
-
-    def var_block(self, name: str) -> str:
-        """The body of `var <name> = {…}`."""
-        return block_after(self.text, rf"^var\s+{name}\s*=\s*\{{")
+    def module(self, symbol: str) -> dict[str, Any]:
+        """A module call's body (name, scope, params)."""
+        return self.tree["modules"][symbol]["config"]
