@@ -127,7 +127,7 @@ class Template:
 
     def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
         """Symbol → body of every resource of one type (any API version)."""
-        return {symbol: self.resource(symbol) for symbol, declaration in self.resources().items() if declaration["type"] == resource_type}
+        return {symbol: self.resource(symbol) for symbol, body in self.resources().items() if body["type"] == resource_type}
 
     def modules(self) -> dict[str, str]:
         """Module symbol → its relative path."""

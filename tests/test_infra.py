@@ -55,7 +55,10 @@ NOT_ON_FLEX = {
     "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "SCM_DO_BUILD_DURING_DEPLOYMENT", "ENABLE_ORYX_BUILD", "AzureWebJobsStorage",
 }
 """Settings the Flex Consumption plan refuses or replaces with functionAppConfig (and no storage key strings)."""
-EMULATOR_CONNECTION = "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+EMULATOR_CONNECTION = (
+    "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;"
+    "UseDevelopmentEmulator=true;"
+)
 ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
 DIAGNOSTIC_SETTINGS = "Microsoft.Insights/diagnosticSettings"
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -65,7 +68,8 @@ def _json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-BUILT_IN_ROLES: dict[str, str] = {role["name"]: role["id"] for role in _json(ROOT / "tests" / "data" / "azure-built-in-roles.json")["roles"]}
+ROLE_TABLE = ROOT / "tests" / "data" / "azure-built-in-roles.json"
+BUILT_IN_ROLES: dict[str, str] = {role["name"]: role["id"] for role in _json(ROLE_TABLE)["roles"]}
 """Role name → id, as Azure's built-in roles reference lists them (vendored; independent of infra/)."""
 SAMPLE = _json(ROOT / "local.settings.sample.json")["Values"]
 EMULATOR_SETTINGS = _json(ROOT / "local.settings.emulator.json")["Values"]
@@ -95,6 +99,11 @@ def _not_empty(expression: Any) -> Any:
     function = operator["operands"]["bool_value"]["function"]
     assert function["type"] == "empty", expression
     return ref(function["parameters"]["item_to_test"])
+
+
+def _string_of(param: str) -> dict[str, Any]:
+    """The tree of `string(param)`."""
+    return {"function": {"type": "string", "parameters": {"value_to_convert": param}}}
 
 
 def _role_of(assignment: dict[str, Any]) -> Any:
@@ -129,7 +138,7 @@ SERVICE_BUS_TEXT = SERVICE_BUS.text
     "broken",
     [
         SERVICE_BUS_TEXT[: SERVICE_BUS_TEXT.rindex("}")],
-        _broken(SERVICE_BUS_TEXT, "'Microsoft.ServiceBus/namespaces@2024-01-01' = {", "'Microsoft.ServiceBus/namespaces@2024-01-01' {"),
+        _broken(SERVICE_BUS_TEXT, "namespaces@2024-01-01' = {", "namespaces@2024-01-01' {"),
         _broken(SERVICE_BUS_TEXT, "'Standard' // topics", "'Standard // topics"),
         _broken(SERVICE_BUS_TEXT, "param location string", "parm location string"),
         _broken(SERVICE_BUS_TEXT, "disableLocalAuth: true", "disableLocalAuth true"),
@@ -183,7 +192,8 @@ def test_the_role_ids_checked_are_every_role_the_template_assigns() -> None:
     """The check above sees the roles in use: Service Bus, Key Vault, monitoring and storage data roles."""
     assigned = {name for _, _, _, name in ROLE_ID_LINES}
     assert assigned == {
-        "Azure Service Bus Data Receiver", "Azure Service Bus Data Sender", "Key Vault Secrets User", "Monitoring Metrics Publisher",
+        "Azure Service Bus Data Receiver", "Azure Service Bus Data Sender", "Key Vault Secrets User",
+        "Monitoring Metrics Publisher",
         "Storage Blob Data Owner",
     }
     assert all(re.fullmatch(GUID, role_id) for role_id in BUILT_IN_ROLES.values())
@@ -247,7 +257,7 @@ def test_bicep_sets_only_known_settings_and_none_that_flex_refuses() -> None:
 def test_the_contract_policy_settings_are_deployed_with_the_contract_defaults(setting: str, param: str, default: Any) -> None:
     """CONTRACT §1's policy settings come from parameters whose defaults are the contract's; no policy unless given."""
     value = APP_SETTINGS[setting]
-    assert ref(value) == param or value == {"function": {"type": "string", "parameters": {"value_to_convert": param}}}
+    assert ref(value) == param or value == _string_of(param)
     assert MAIN.default(param) == default
 
 
@@ -262,7 +272,8 @@ def test_emulator_settings_use_the_emulator_connection_string() -> None:
     assert EMULATOR_SETTINGS["ServiceBusConnection"] == EMULATOR_CONNECTION
     assert not any(name.startswith("ServiceBusConnection__") for name in EMULATOR_SETTINGS)
     assert "OUTCOME_SERVICEBUS_NAMESPACE" not in EMULATOR_SETTINGS and "OUTCOME_FILE" not in EMULATOR_SETTINGS
-    known = set(SETTING_NAMES) | CONTRACT_SETTINGS | HOST_SETTINGS | {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"}
+    local_only = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"}
+    known = set(SETTING_NAMES) | CONTRACT_SETTINGS | HOST_SETTINGS | local_only
     assert set(EMULATOR_SETTINGS) <= known
     settings_ = Settings.from_env(EMULATOR_SETTINGS)
     assert settings_.has_outcome_destination and settings_.arm_endpoint.startswith("http://127.0.0.1:")
@@ -294,7 +305,7 @@ def test_a_deployment_without_the_secret_keeps_the_vaults_secret() -> None:
 def test_the_vault_uses_rbac_and_purge_protection_and_the_app_reads_only_its_secret() -> None:
     """RBAC authorization, soft delete with purge protection; Key Vault Secrets User for the app, scoped to the secret."""
     vault = KEY_VAULT.resource("vault")["properties"]
-    assert vault["enableRbacAuthorization"] is True and vault["enablePurgeProtection"] is True and vault["enableSoftDelete"] is True
+    assert (vault["enableRbacAuthorization"], vault["enablePurgeProtection"], vault["enableSoftDelete"]) == (True, True, True)
     assert "accessPolicies" not in vault
     assignments = KEY_VAULT.of_type(ROLE_ASSIGNMENT)
     assert list(assignments) == ["appReadsSecret"]
@@ -369,25 +380,28 @@ def test_the_connection_name_agrees_with_the_trigger() -> None:
     assert trigger["connection"] == "ServiceBusConnection" and trigger["queueName"] == "%ARCHIVE_QUEUE_NAME%"
     assert ref(APP_SETTINGS["ServiceBusConnection__fullyQualifiedNamespace"]) == "serviceBus.outputs.fullyQualifiedNamespace"
     assert APP_SETTINGS["ServiceBusConnection__credential"] == "managedidentity"
-    for name in ("ServiceBusConnection__fullyQualifiedNamespace", "ServiceBusConnection__credential", "ServiceBusConnection__clientId"):
-        assert name in SAMPLE
+    for suffix in ("fullyQualifiedNamespace", "credential", "clientId"):
+        assert f"ServiceBusConnection__{suffix}" in SAMPLE
 
 
 def test_the_user_assigned_identity_is_the_apps_client_id_everywhere() -> None:
     """AZURE_CLIENT_ID and ServiceBusConnection__clientId are the user-assigned identity's client id; the site runs as it."""
-    client_ids = {ref(APP_SETTINGS[name]) for name in ("AZURE_CLIENT_ID", "ServiceBusConnection__clientId", "AzureWebJobsStorage__clientId")}
+    names = ("AZURE_CLIENT_ID", "ServiceBusConnection__clientId", "AzureWebJobsStorage__clientId")
+    client_ids = {ref(APP_SETTINGS[name]) for name in names}
     assert client_ids == {"identity.outputs.clientId"}
     assert MAIN.modules()["identity"] == "modules/identity.bicep"
     site = FUNCTION_APP.resource("site")
     assert site["identity"]["userAssignedIdentities"] == {"'${identityId}'": {}}
-    assert site["properties"]["functionAppConfig"]["deployment"]["storage"]["authentication"]["userAssignedIdentityResourceId"] == "identityId"
+    authentication = site["properties"]["functionAppConfig"]["deployment"]["storage"]["authentication"]
+    assert authentication["userAssignedIdentityResourceId"] == "identityId"
 
 
 def test_max_delivery_count_is_one_number() -> None:
     """The queue's maxDeliveryCount and MAX_DELIVERY_COUNT come from one parameter, whose default is the sample's."""
     default = MAIN.default("maxDeliveryCount")
-    assert default == int(SAMPLE["MAX_DELIVERY_COUNT"]) == Settings().max_delivery_count == int(EMULATOR_SETTINGS["MAX_DELIVERY_COUNT"])
-    assert APP_SETTINGS["MAX_DELIVERY_COUNT"] == {"function": {"type": "string", "parameters": {"value_to_convert": "maxDeliveryCount"}}}
+    assert default == int(SAMPLE["MAX_DELIVERY_COUNT"]) == Settings().max_delivery_count
+    assert default == int(EMULATOR_SETTINGS["MAX_DELIVERY_COUNT"])
+    assert APP_SETTINGS["MAX_DELIVERY_COUNT"] == _string_of("maxDeliveryCount")
     assert MAIN.module("serviceBus")["params"]["maxDeliveryCount"] == "maxDeliveryCount"
     assert SERVICE_BUS.resource("archiveQueue")["properties"]["maxDeliveryCount"] == "maxDeliveryCount"
     assert _emulator_queue()["Properties"]["MaxDeliveryCount"] == default
@@ -407,6 +421,9 @@ def test_service_bus_local_auth_is_off_and_both_entities_detect_duplicates() -> 
     assert SERVICE_BUS.resource_type("outcomeTopic").startswith("Microsoft.ServiceBus/namespaces/topics@")
 
 
+RECEIVER, SENDER = "roles.dataReceiver", "roles.dataSender"
+
+
 def _grants(principal: str) -> set[tuple[str, str]]:
     """(scope, role variable) of every Service Bus role assignment to one principal parameter."""
     return {
@@ -419,8 +436,8 @@ def _grants(principal: str) -> set[tuple[str, str]]:
 @pytest.mark.parametrize(
     ("principal", "expected"),
     [
-        ("appPrincipalId", {("archiveQueue", "roles.dataReceiver"), ("archiveQueue", "roles.dataSender"), ("outcomeTopic", "roles.dataSender")}),
-        ("operatorPrincipalId", {("archiveQueue", "roles.dataReceiver"), ("archiveQueue", "roles.dataSender"), ("outcomeTopic", "roles.dataReceiver")}),
+        ("appPrincipalId", {("archiveQueue", RECEIVER), ("archiveQueue", SENDER), ("outcomeTopic", SENDER)}),
+        ("operatorPrincipalId", {("archiveQueue", RECEIVER), ("archiveQueue", SENDER), ("outcomeTopic", RECEIVER)}),
     ],
     ids=["app-receives-queue-sends-queue-and-topic", "operator-sends-receives-queue-receives-outcomes"],
 )
@@ -439,7 +456,8 @@ def test_operator_grants_are_conditional_and_opt_in() -> None:
     assert MAIN.default("grantOperatorAccess") is False and MAIN.default("grantOperatorRunsWrite") is False
     assert _conditional(MAIN.variable("operatorId")) == ("grantOperatorAccess", "operatorPrincipalId", "")
     assert MAIN.module("serviceBus")["params"]["operatorPrincipalId"] == "operatorId"
-    assert _conditional(MAIN.module("registryAccess")["params"]["operatorPrincipalId"]) == ("grantOperatorRunsWrite", "operatorId", "")
+    registry_operator = MAIN.module("registryAccess")["params"]["operatorPrincipalId"]
+    assert _conditional(registry_operator) == ("grantOperatorRunsWrite", "operatorId", "")
     given = _json(INFRA / "main.parameters.json")["parameters"]
     assert given["grantOperatorAccess"]["value"] == "${GRANT_OPERATOR_ACCESS=false}"
     assert given["grantOperatorRunsWrite"]["value"] == "${GRANT_OPERATOR_RUNS_WRITE=false}"
@@ -452,28 +470,32 @@ def test_no_role_is_assigned_on_a_namespace_resource_group_or_subscription() -> 
         for symbol, assignment in template.of_type(ROLE_ASSIGNMENT).items():
             scope = assignment.get("scope")
             assert isinstance(scope, str) and scope in template.resources(), f"{path.name} {symbol}: scope {scope!r}"
-            assert template.resources()[scope]["type"] not in {"Microsoft.ServiceBus/namespaces", "Microsoft.Resources/resourceGroups"}
+            wide = {"Microsoft.ServiceBus/namespaces", "Microsoft.Resources/resourceGroups"}
+            assert template.resources()[scope]["type"] not in wide, f"{path.name} {symbol}: scope {scope}"
 
 
 def test_the_registry_role_grants_exactly_runs_read_and_write_on_the_registry() -> None:
     """A custom role with runs/read and runs/write, assignable in the registry's group, assigned on the registry."""
     definition = REGISTRY_ACCESS.resource("runsReadWrite")["properties"]
     (permissions,) = definition["permissions"]
-    assert permissions["actions"] == ["Microsoft.ContainerRegistry/registries/runs/read", "Microsoft.ContainerRegistry/registries/runs/write"]
+    assert permissions["actions"] == [f"Microsoft.ContainerRegistry/registries/runs/{verb}" for verb in ("read", "write")]
     assert definition["type"] == "CustomRole" and permissions["notActions"] == []
     assert REGISTRY_ACCESS.resource("appUpdatesRuns")["scope"] == "registry"
     assert REGISTRY_ACCESS.resource_type("registry").startswith("Microsoft.ContainerRegistry/registries@")
     call = MAIN.module("registryAccess")
-    assert call["scope"]["function"]["parameters"] == {"resource_group_name": "registryResourceGroup", "subscription_id": "registrySubscriptionId"}
+    scope = call["scope"]["function"]["parameters"]
+    assert scope == {"resource_group_name": "registryResourceGroup", "subscription_id": "registrySubscriptionId"}
     assert MAIN.default("registryId") is None
 
 
 def test_a_role_created_out_of_band_replaces_the_custom_role() -> None:
     """registryRoleDefinitionId set: no role definition is written (the deployer needs no roleDefinitions/write)."""
-    assert REGISTRY_ACCESS.condition("runsReadWrite") == {"function": {"type": "empty", "parameters": {"item_to_test": "roleDefinitionId"}}}
+    empty_role_id = {"function": {"type": "empty", "parameters": {"item_to_test": "roleDefinitionId"}}}
+    assert REGISTRY_ACCESS.condition("runsReadWrite") == empty_role_id
     assert MAIN.module("registryAccess")["params"]["roleDefinitionId"] == "registryRoleDefinitionId"
     assert MAIN.default("registryRoleDefinitionId") == ""
-    assert _json(INFRA / "main.parameters.json")["parameters"]["registryRoleDefinitionId"]["value"] == "${REGISTRY_ROLE_DEFINITION_ID}"
+    given = _json(INFRA / "main.parameters.json")["parameters"]
+    assert given["registryRoleDefinitionId"]["value"] == "${REGISTRY_ROLE_DEFINITION_ID}"
 
 
 # -- the function app -----------------------------------------------------------------------------
@@ -494,9 +516,8 @@ def test_the_function_app_is_python_3_11_on_flex_consumption() -> None:
 @pytest.mark.parametrize("kind", ["ftp", "scm"], ids=["ftp", "scm"])
 def test_basic_publishing_credentials_are_off(kind: str) -> None:
     """Deployment signs in with Entra ID only: the ftp and scm basic credentials policies say allow: false."""
-    (policy,) = [
-        body for body in FUNCTION_APP.of_type("Microsoft.Web/sites/basicPublishingCredentialsPolicies").values() if body["name"] == kind
-    ]
+    policies = FUNCTION_APP.of_type("Microsoft.Web/sites/basicPublishingCredentialsPolicies").values()
+    (policy,) = [body for body in policies if body["name"] == kind]
     assert policy["parent"] == "site" and policy["properties"] == {"allow": False}
 
 
@@ -545,7 +566,10 @@ def test_failed_policy_sweeps_raise_a_log_alert() -> None:
 
 @pytest.mark.parametrize(
     ("template", "resource"),
-    [(SERVICE_BUS, "namespace"), (FUNCTION_APP, "site"), (STORAGE, "storage"), (STORAGE, "storage.blobServices"), (KEY_VAULT, "vault")],
+    [
+        (SERVICE_BUS, "namespace"), (FUNCTION_APP, "site"), (STORAGE, "storage"), (STORAGE, "storage.blobServices"),
+        (KEY_VAULT, "vault"),
+    ],
     ids=["namespace", "function-app", "storage-account", "blob-service", "key-vault"],
 )
 def test_diagnostics_go_to_the_workspace(template: Template, resource: str) -> None:
@@ -575,12 +599,13 @@ def test_each_module_call_passes_its_parameters_and_uses_its_outputs(module: str
 def test_every_scope_and_parent_names_a_declared_resource(path: Path) -> None:
     """`scope: x`, `scope: x::y` and `parent: x` refer to resources of the same file (in main.bicep: the resource group)."""
     template = Template(path)
-    bodies = [template.resource(symbol) for symbol in template.resources()] + [template.module(symbol) for symbol in template.modules()]
+    bodies = [template.resource(symbol) for symbol in template.resources()]
+    bodies += [template.module(symbol) for symbol in template.modules()]
     for body in bodies:
         for key in ("scope", "parent"):
             reference = ref(body.get(key))
             if isinstance(reference, str):
-                assert reference.split(".")[0] in template.resources(), f"{path.name}: {key} {reference} is not a resource of this file"
+                assert reference.split(".")[0] in template.resources(), f"{path.name}: {key} {reference} is not a resource here"
 
 
 def test_the_parameters_file_sets_declared_parameters_and_every_required_one() -> None:
@@ -654,21 +679,25 @@ def test_ci_runs_make_test_on_push_and_pull_request_and_compiles_the_bicep() -> 
     ci = _workflow("ci.yml")
     assert {"push", "pull_request"} <= set(ci["on"])
     assert any("make test" in str(step.get("run", "")) for step in _steps(ci))
-    assert any(str(step.get("uses", "")).startswith("actions/setup-python") and step["with"]["python-version"] == "3.11" for step in _steps(ci))
+    (setup,) = [step for step in _steps(ci) if str(step.get("uses", "")).startswith("actions/setup-python@")]
+    assert setup["with"]["python-version"] == "3.11"
     assert any("bicep build --file infra/main.bicep" in str(step.get("run", "")) for step in _steps(ci))
 
 
 def test_deploy_logs_in_with_oidc_and_publishes_the_app() -> None:
     """deploy.yml: id-token permission, azure/login with client, tenant and subscription ids (no secret), then a deploy."""
     deploy = _workflow("deploy.yml")
-    (job,) = [job for job in deploy["jobs"].values() if any(str(s.get("uses", "")).startswith("azure/login@") for s in job["steps"])]
+    (job,) = [
+        job for job in deploy["jobs"].values() if any(str(s.get("uses", "")).startswith("azure/login@") for s in job["steps"])
+    ]
     assert {**(deploy.get("permissions") or {}), **(job.get("permissions") or {})}["id-token"] == "write"
     steps = job["steps"]
     (login,) = [step for step in steps if str(step.get("uses", "")).startswith("azure/login@")]
     assert set(login["with"]) >= {"client-id", "tenant-id", "subscription-id"} and "creds" not in login["with"]
     publishes = [
         step for step in steps
-        if str(step.get("uses", "")).lower().startswith("azure/functions-action@") or "func azure functionapp publish" in str(step.get("run", ""))
+        if str(step.get("uses", "")).lower().startswith("azure/functions-action@")
+        or "func azure functionapp publish" in str(step.get("run", ""))
     ]
     assert publishes, "no Azure/functions-action or func azure functionapp publish step"
     assert steps.index(login) < steps.index(publishes[0])
