@@ -4,8 +4,10 @@
 //   az deployment sub create --location <region> --template-file infra/main.bicep \
 //     --parameters environmentName=<name> location=<region> registryId=<registry resource id>
 //
-// App settings use exactly the contract's names (shared/settings.py SETTING_NAMES); tests/test_infra.py
-// checks this file against the app, local.settings.sample.json and the Service Bus emulator's Config.json.
+// App settings use exactly the contract's names (shared/settings.py SETTING_NAMES, CONTRACT §1); tests/test_infra.py
+// parses this file (pycep-parser: syntax only; CI's `bicep build` is the first compile) and checks it against the app,
+// local.settings.sample.json, the Service Bus emulator's Config.json and Azure's built-in role ids.
+// Deployer rights: README, Deployer rights (Owner, or Contributor + User Access Administrator).
 targetScope = 'subscription'
 
 @minLength(1)
