@@ -213,7 +213,7 @@ var appSettings = {
   DEFAULT_REGISTRY_NAME: useRegistryDefaults ? registryName : ''
   // Always the reference (never the value): a deployment without webhookSecret keeps checking signatures, and a
   // reference that does not resolve reaches the app as its literal text, which the app reports as malformed.
-  WEBHOOK_SECRET: webhookSignatures ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.webhookSecretUri})' : ''
+  WEBHOOK_SECRET: webhookSignatures ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.webhookReferenceUri})' : ''
   ARCHIVE_POLICIES: archivePolicies
   ARCHIVE_POLICY_SCHEDULE: archivePolicySchedule
   ARCHIVE_POLICY_LOOKBACK_DAYS: string(archivePolicyLookbackDays)

