@@ -4,7 +4,7 @@
 |---|---|---|
 | `POST /_emulator/runs` | {subscriptionId, resourceGroupName, registryName, runId, example?, isArchiveEnabled?} | 201 Run |
 | `GET /_emulator/runs/{s}/{g}/{r}/{id}` | | 200 Run, 404 |
-| `POST /_emulator/script` | {runId \| registryName (its Runs - List), faults: [Fault.to_dict()]} | 204 |
+| `POST /_emulator/script` | {runId or registryName (its Runs - List), faults: [Fault.to_dict()]} | 204 |
 | `POST /_emulator/seed` | {subscriptionId, resourceGroupName, registryName, count, seed?, now?, archivedShare?} | 200 {added} |
 | `POST /_emulator/paging` | {pageSize?, nextLinkOrigin? (null: own origin)} | 204 |
 | `POST /_emulator/throttling` | {enabled, writes?: {size, refill}, reads?: {size, refill}, globalFactor?} | 200 settings |
