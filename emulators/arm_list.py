@@ -30,7 +30,8 @@ def _top(raw: str | None) -> int | None:
         return None
     text = raw.strip()
     if not text.isdigit() or not 1 <= int(text) <= _MAX_TOP:
-        raise ArmError(400, "InvalidParameter", f"The value '{raw}' of $top is invalid: it must be an integer from 1 to {_MAX_TOP}.")
+        message = f"The value '{raw}' of $top is invalid: it must be an integer from 1 to {_MAX_TOP}."
+        raise ArmError(400, "InvalidParameter", message)
     return int(text)
 
 

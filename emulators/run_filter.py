@@ -18,7 +18,7 @@ from odata_query import ast
 from odata_query.exceptions import ODataException
 from odata_query.grammar import ODataLexer, ODataParser
 
-__all__ = ["FILTER_ERROR_CODE", "FIELDS", "InvalidFilter", "RunPredicate", "filter_view", "output_image_manifests",
+__all__ = ["FIELDS", "FILTER_ERROR_CODE", "InvalidFilter", "RunPredicate", "filter_view", "output_image_manifests",
            "parse_run_filter"]
 
 # The Runs REST docs name no error code for a bad $filter; ARM answers 400 with this one (our choice, see README).

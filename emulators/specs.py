@@ -107,7 +107,7 @@ def _is_date_time(value: object) -> bool:
 @lru_cache(maxsize=None)
 def _validator(definition: str) -> Any:
     """A strict Draft 4 validator of one swagger definition (jsonschema is a test dependency, imported here)."""
-    from jsonschema import Draft4Validator, FormatChecker  # noqa: PLC0415 - only tests and tools validate
+    from jsonschema import Draft4Validator, FormatChecker  # only tests and tools validate: a dev dependency
 
     checker = FormatChecker(formats=())
     checker.checks("date-time", raises=ValueError)(_is_date_time)

@@ -74,7 +74,8 @@ class ArmState:
         self.statuses: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
         self.generation = 0  # bumped by clear(), so open connections are counted again afterwards
-        self._listing: dict[RegistryKey, list[tuple[ListCursor, RunKey]]] = {}  # per registry, in list order; dropped when runs change
+        # Per registry, in list order; dropped when runs are added (a PATCH never moves a run in the order).
+        self._listing: dict[RegistryKey, list[tuple[ListCursor, RunKey]]] = {}
 
     def clear(self) -> None:
         """Forget runs, faults, LROs, counters and the log."""

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-__all__ = ["BucketSpec", "Decision", "Operation", "ThrottleConfig", "Throttle", "operation_of", "principal_of"]
+__all__ = ["BucketSpec", "Decision", "Operation", "Throttle", "ThrottleConfig", "operation_of", "principal_of"]
 
 Operation = Literal["reads", "writes"]
 _WRITE_METHODS = frozenset({"PUT", "PATCH", "POST", "DELETE"})

@@ -7,10 +7,11 @@ import json
 import math
 import os
 import signal
+import socketserver
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import requests
@@ -247,7 +248,7 @@ def test_writes_are_the_changing_methods(method: str, operation: str) -> None:
      lambda: ThrottleConfig(global_factor=0.5)],
     ids=["empty-bucket", "no-refill", "infinite", "global-below-one"],
 )
-def test_nonsense_settings_are_refused(config) -> None:  # noqa: ANN001 - a factory
+def test_nonsense_settings_are_refused(config: Callable[[], object]) -> None:
     """Bucket sizes below 1, refill rates of 0, infinities and a global factor below 1 are errors."""
     with pytest.raises(ValueError):
         config()
@@ -371,11 +372,13 @@ def test_every_throttled_answer_is_one_socket_write(
     arm: ArmEmulator, session: requests.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 429 with its headers and body leaves in a single write, like every other answer."""
-    import socketserver  # noqa: PLC0415 - the spy's target
-
     writes: list[bytes] = []
     original = socketserver._SocketWriter.write
-    monkeypatch.setattr(socketserver._SocketWriter, "write", lambda self, data: writes.append(bytes(data)) or original(self, data))
+    def spy(self: object, data: bytes) -> int:
+        writes.append(bytes(data))
+        return original(self, data)
+
+    monkeypatch.setattr(socketserver._SocketWriter, "write", spy)
 
     answers = [patch(session, arm.url) for _ in range(4)]
 
