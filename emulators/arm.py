@@ -98,7 +98,7 @@ def _log_entry(exchange: Exchange) -> dict[str, Any]:
 
 
 class ArmEmulator(LoopbackServer):
-    """Loopback ARM endpoint serving Runs - Get/Update from example-based runs."""
+    """Loopback ARM endpoint serving Runs - Get/Update/List from example-based and seeded runs."""
 
     handler_class = _ArmExchange
 
