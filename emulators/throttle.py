@@ -103,12 +103,21 @@ class _Bucket:
     def refill(self, now: float) -> None:
         """Add the tokens earned since the last look (a clock that goes back earns nothing)."""
         elapsed = max(0.0, now - self.updated)
-        self.tokens = min(self.spec.size, self.tokens + elapsed * self.spec.refill)
+        self.tokens = self._earned(elapsed)
         self.updated = max(self.updated, now)
 
-    def wait(self) -> float:
-        """Seconds until this bucket holds one whole token."""
-        return max(0.0, (1 - self.tokens) / self.spec.refill)
+    def _earned(self, elapsed: float) -> float:
+        """Tokens after `elapsed` more seconds; rounded to 1e-9 so that 0.6 + 0.4 makes a whole token."""
+        return round(min(self.spec.size, self.tokens + elapsed * self.spec.refill), 9)
+
+    def whole_seconds_to_token(self) -> int:
+        """The fewest whole seconds after which this bucket holds a token, by the same rounding as `refill`."""
+        seconds = max(0, math.ceil((1 - self.tokens) / self.spec.refill - 1e-12))
+        while seconds > 0 and self._earned(seconds - 1) >= 1:
+            seconds -= 1
+        while self._earned(seconds) < 1:
+            seconds += 1
+        return seconds
 
 
 class Throttle:
@@ -143,9 +152,9 @@ class Throttle:
             whole = self._bucket((subscription, "", operation), config.spec(operation).scaled(config.global_factor), now)
             allowed = own.tokens >= 1 and whole.tokens >= 1
             if allowed:
-                own.tokens -= 1
-                whole.tokens -= 1
-            retry_after = 0 if allowed else max(1, math.ceil(max(own.wait(), whole.wait()) - 1e-9))
+                own.tokens = round(own.tokens - 1, 9)
+                whole.tokens = round(whole.tokens - 1, 9)
+            retry_after = 0 if allowed else max(1, own.whole_seconds_to_token(), whole.whole_seconds_to_token())
             return Decision(operation, allowed, math.floor(own.tokens), math.floor(whole.tokens), retry_after)
 
     def _bucket(self, key: tuple[str, str, Operation], spec: BucketSpec, now: float) -> _Bucket:

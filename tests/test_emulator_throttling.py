@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import pytest
 import requests
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from emulators import ArmEmulator, Fault, IdentityEmulator
@@ -184,7 +184,8 @@ def test_throttling_off_decides_nothing_and_configure_refills() -> None:
     assert buckets.charge(SUB, "me", "writes").allowed
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
+@example(size=5, refill=0.2, steps=[(0.0, 1), (3.0, 4)])  # 0.6 + 2 s x 0.2 must make a whole token
 @given(
     size=st.integers(1, 20),
     refill=st.sampled_from([0.2, 0.5, 1, 3, 10]),
