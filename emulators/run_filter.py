@@ -190,6 +190,8 @@ def _literal(field: _Field, node: ast._Node) -> Any:
         return node.py_val
     if field.type == "string" and isinstance(node, ast.String):
         return node.py_val
+    if field.type == "datetime" and isinstance(node, ast.Date):  # a bare date is that day's midnight UTC
+        return datetime.fromisoformat(node.val).replace(tzinfo=timezone.utc)
     if field.type == "datetime" and isinstance(node, (ast.DateTime, ast.String)):
         try:
             return _parse_time(node.val)

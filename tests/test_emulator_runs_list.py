@@ -124,6 +124,13 @@ FILTERS: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
     ("IsArchiveEnabled eq true", lambda p: p["isArchiveEnabled"]),
     ("taskname eq 'nightly' and STATUS eq 'Succeeded'", lambda p: p.get("task") == "nightly" and p["status"] == "Succeeded"),
     ("TaskName eq 'no-such-task'", lambda p: False),
+    (f"(TaskName eq 'release' and Status eq 'Succeeded') and IsArchiveEnabled eq false and CreateTime ge {_iso(TEN_DAYS_AGO)}",
+     lambda p: p.get("task") == "release" and p["status"] == "Succeeded" and not p["isArchiveEnabled"]
+     and _time(p["createTime"]) >= TEN_DAYS_AGO),  # the shape of a policy sweep's $filter (contract §8)
+    (f"CreateTime ge {TEN_DAYS_AGO.date().isoformat()}",
+     lambda p: _time(p["createTime"]) >= datetime.combine(TEN_DAYS_AGO.date(), datetime.min.time(), timezone.utc)),
+    ("CreateTime ge 2026-11-10T12:00:00.1234567+02:00",
+     lambda p: _time(p["createTime"]) >= datetime(2026, 11, 10, 10, 0, 0, 123456, timezone.utc)),
     ("", lambda p: True),
 ]
 
