@@ -10,6 +10,8 @@ import signal
 import socketserver
 import subprocess
 import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -312,6 +314,22 @@ def test_errors_and_faults_carry_the_headers_too(arm: ArmEmulator, session: requ
     assert [a.status_code for a in answers] == [404, 400, 503]
     assert answers[0].headers[READS_LEFT] == "3" and answers[1].headers[WRITES_LEFT] == "2"
     assert answers[2].headers[READS_LEFT] == "2"
+
+
+def test_concurrent_writes_get_exactly_the_bucket(clock: FakeTime) -> None:
+    """With the clock frozen, 8 threads sending 25 writes each get exactly the bucket's 120 tokens, never more."""
+    config = ThrottleConfig(enabled=True, writes=BucketSpec(120, 1))
+    with ArmEmulator(throttle=config, clock=clock.clock) as arm:
+        def worker() -> list[int]:
+            with requests.Session() as http:
+                http.trust_env = False
+                return [patch(http, arm.url).status_code for _ in range(25)]
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = Counter(status for result in pool.map(lambda _: worker(), range(8)) for status in result)
+        stats = arm.stats()
+
+    assert statuses == {200: 120, 429: 80} and stats["throttled"] == 80 and stats["status"] == {"200": 120, "429": 80}
 
 
 def test_principals_from_the_identity_emulator_share_a_bucket_per_identity(clock: FakeTime, session: requests.Session) -> None:
