@@ -120,9 +120,9 @@ class ArmEmulator(LoopbackServer):
         self.latency = latency
         self.auto_create = auto_create
         self.seed = seed
-        self.page_size = 1
+        self.page_size = DEFAULT_PAGE_SIZE
+        self.set_page_size(page_size)  # validates
         self.next_link_origin: str | None = None
-        self.set_page_size(page_size)
         self._throttle = Throttle(throttle, clock=clock)
         self._state = ArmState()
         self._seed()
