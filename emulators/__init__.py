@@ -1,7 +1,7 @@
-"""Local emulators for tests and benchmarks: ARM Runs Get/Update and the managed identity endpoint.
+"""Local emulators for tests and benchmarks: ARM Runs Get/Update/List and the managed identity endpoint.
 
-- `ArmEmulator` (emulators.arm): loopback ARM serving Runs - Get / Runs - Update, api-version
-  2019-04-01, with scripted `Fault`s, long-running updates and a control API.
+- `ArmEmulator` (emulators.arm): loopback ARM serving Runs - Get / Update / List, api-version
+  2019-04-01, with scripted `Fault`s, long-running updates, seeded registries, ARM throttling and a control API.
 - `IdentityEmulator` (emulators.identity): the App Service managed identity token endpoint.
 
 Names are imported lazily so that `python -m emulators.arm` does not import its own module twice.

@@ -59,6 +59,39 @@ class ArmEmulatorClient:
         """Queue faults for a run id."""
         self._call("POST", "script", {"runId": run_id, "faults": [fault.to_dict() for fault in faults]})
 
+    def script_list(self, registry: str, *faults: Fault) -> None:
+        """Queue faults for a registry's Runs - List requests."""
+        self._call("POST", "script", {"registryName": registry, "faults": [fault.to_dict() for fault in faults]})
+
+    def seed_registry(self, subscription_id: str, resource_group: str, registry: str, count: int, *,
+                      seed: int = 0, now: str | None = None, archived_share: float = 0.1) -> int:
+        """Add `count` seeded runs to a registry (`now`: RFC 3339 anchor); returns how many were added."""
+        payload = {"subscriptionId": subscription_id, "resourceGroupName": resource_group, "registryName": registry,
+                   "count": count, "seed": seed, "now": now, "archivedShare": archived_share}
+        return self._call("POST", "seed", payload)[1]["added"]
+
+    def set_paging(self, *, page_size: int | None = None, next_link_origin: str | None | bool = False) -> None:
+        """Set the page size and/or the nextLink origin (None: the emulator's own; False: unchanged)."""
+        payload: dict[str, Any] = {}
+        if page_size is not None:
+            payload["pageSize"] = page_size
+        if next_link_origin is not False:
+            payload["nextLinkOrigin"] = next_link_origin
+        self._call("POST", "paging", payload)
+
+    def set_throttling(self, enabled: bool = True, *, writes: tuple[float, float] | None = None,
+                       reads: tuple[float, float] | None = None, global_factor: float | None = None) -> dict[str, Any]:
+        """Switch ARM throttling (see ArmEmulator.set_throttling); returns the settings in force."""
+        payload: dict[str, Any] = {"enabled": enabled, "globalFactor": global_factor}
+        for name, bucket in (("writes", writes), ("reads", reads)):
+            if bucket is not None:
+                payload[name] = {"size": bucket[0], "refill": bucket[1]}
+        return self._call("POST", "throttling", payload)[1]
+
+    def throttling(self) -> dict[str, Any]:
+        """The throttling settings in force."""
+        return self._call("GET", "throttling")[1]
+
     def set_lro(self, run_id: str, *, polls: int = 2, final: str = "Succeeded", via: str = "async",
                 retry_after: int | None = None, poll_host: str | None = None) -> None:
         """Answer the next PATCH of this run 201 (see ArmEmulator.set_lro)."""

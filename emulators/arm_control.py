@@ -4,7 +4,11 @@
 |---|---|---|
 | `POST /_emulator/runs` | {subscriptionId, resourceGroupName, registryName, runId, example?, isArchiveEnabled?} | 201 Run |
 | `GET /_emulator/runs/{s}/{g}/{r}/{id}` | | 200 Run, 404 |
-| `POST /_emulator/script` | {runId, faults: [Fault.to_dict()]} | 204 |
+| `POST /_emulator/script` | {runId or registryName (its Runs - List), faults: [Fault.to_dict()]} | 204 |
+| `POST /_emulator/seed` | {subscriptionId, resourceGroupName, registryName, count, seed?, now?, archivedShare?} | 200 {added} |
+| `POST /_emulator/paging` | {pageSize?, nextLinkOrigin? (null: own origin)} | 204 |
+| `POST /_emulator/throttling` | {enabled, writes?: {size, refill}, reads?: {size, refill}, globalFactor?} | 200 settings |
+| `GET /_emulator/throttling` | | 200 settings |
 | `POST /_emulator/lro` | {runId, polls?, final?, via?, retryAfter?, pollHost?} | 204 |
 | `POST /_emulator/latency` | {seconds} | 204 |
 | `GET /_emulator/stats` | | 200 stats |
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from emulators.errors import arm_error_body
@@ -73,8 +78,73 @@ def _script(emulator: ArmEmulator, exchange: Exchange) -> None:
     faults = document.get("faults")
     if not isinstance(faults, list) or not all(isinstance(item, dict) for item in faults):
         raise _BadControlRequest("'faults' must be a list of fault objects")
-    emulator.script(_text(document, "runId"), *(Fault.from_dict(item) for item in faults))
+    parsed = [Fault.from_dict(item) for item in faults]
+    if "registryName" in document and "runId" not in document:
+        emulator.script_list(_text(document, "registryName"), *parsed)
+    else:
+        emulator.script(_text(document, "runId"), *parsed)
     exchange.reply(204)
+
+
+def _number(document: dict[str, Any], name: str, default: float | None = None) -> float | None:
+    """An optional number field."""
+    value = document.get(name, default)
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise _BadControlRequest(f"'{name}' must be a number")
+    return value
+
+
+def _seed(emulator: ArmEmulator, exchange: Exchange) -> None:
+    document = _json_object(exchange)
+    names = [_text(document, name) for name in ("subscriptionId", "resourceGroupName", "registryName")]
+    count, seed = document.get("count"), document.get("seed", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1_000_000:
+        raise _BadControlRequest("'count' must be an integer from 0 to 1000000")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise _BadControlRequest("'seed' must be an integer")
+    now = datetime.fromisoformat(_text(document, "now").replace("Z", "+00:00")) if document.get("now") else None
+    share = _number(document, "archivedShare", 0.1)
+    runs = emulator.seed_registry(*names, count, seed=seed, now=now, archived_share=float(share or 0.0))
+    exchange.reply(200, {"added": len(runs)})
+
+
+def _paging(emulator: ArmEmulator, exchange: Exchange) -> None:
+    document = _json_object(exchange)
+    if "pageSize" in document:
+        emulator.set_page_size(document["pageSize"])
+    if "nextLinkOrigin" in document:
+        origin = document["nextLinkOrigin"]
+        if origin is not None and not isinstance(origin, str):
+            raise _BadControlRequest("'nextLinkOrigin' must be a string or null")
+        emulator.set_next_link_origin(origin)
+    exchange.reply(204)
+
+
+def _bucket(document: dict[str, Any], name: str) -> tuple[float, float] | None:
+    """An optional {size, refill} field."""
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _BadControlRequest(f"'{name}' must be an object {{size, refill}}")
+    size, refill = _number(value, "size"), _number(value, "refill")
+    if size is None or refill is None:
+        raise _BadControlRequest(f"'{name}' needs numbers 'size' and 'refill'")
+    return size, refill
+
+
+def _set_throttling(emulator: ArmEmulator, exchange: Exchange) -> None:
+    document = _json_object(exchange)
+    enabled = document.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _BadControlRequest("'enabled' must be a boolean")
+    config = emulator.set_throttling(enabled, writes=_bucket(document, "writes"), reads=_bucket(document, "reads"),
+                                     global_factor=_number(document, "globalFactor"))
+    exchange.reply(200, config.to_dict())
+
+
+def _get_throttling(emulator: ArmEmulator, exchange: Exchange) -> None:
+    exchange.reply(200, emulator.throttling.to_dict())
 
 
 def _lro(emulator: ArmEmulator, exchange: Exchange) -> None:
@@ -116,6 +186,10 @@ _ROUTES: dict[tuple[str, str], Callable[[ArmEmulator, Exchange], None]] = {
     ("POST", "runs"): _add_run,
     ("GET", "runs"): _get_run,
     ("POST", "script"): _script,
+    ("POST", "seed"): _seed,
+    ("POST", "paging"): _paging,
+    ("POST", "throttling"): _set_throttling,
+    ("GET", "throttling"): _get_throttling,
     ("POST", "lro"): _lro,
     ("POST", "latency"): _latency,
     ("GET", "stats"): _stats,

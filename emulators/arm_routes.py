@@ -18,6 +18,7 @@ __all__ = [
     "API_VERSION",
     "OperationRoute",
     "RunRoute",
+    "RunsRoute",
     "check_api_version",
     "check_auth",
     "check_run_route",
@@ -46,6 +47,15 @@ class RunRoute:
 
 
 @dataclass(frozen=True)
+class RunsRoute:
+    """`/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ContainerRegistry/registries/{r}/runs` (Runs - List)."""
+
+    subscription_id: str
+    resource_group: str
+    registry: str
+
+
+@dataclass(frozen=True)
 class OperationRoute:
     """`/subscriptions/{s}/providers/Microsoft.ContainerRegistry/locations/{l}/operation{Statuses|Results}/{op}`."""
 
@@ -60,8 +70,12 @@ def _fixed(segments: list[str], expected: dict[int, str]) -> bool:
     return all(segments[index].lower() == value for index, value in expected.items())
 
 
-def match_route(segments: list[str]) -> RunRoute | OperationRoute | None:
+def match_route(segments: list[str]) -> RunRoute | RunsRoute | OperationRoute | None:
     """Match decoded path segments to an emulated route."""
+    if len(segments) == 9 and _fixed(
+        segments, {0: "subscriptions", 2: "resourcegroups", 4: "providers", 5: PROVIDER, 6: "registries", 8: "runs"}
+    ):
+        return RunsRoute(segments[1], segments[3], segments[7])
     if len(segments) == 10 and _fixed(
         segments, {0: "subscriptions", 2: "resourcegroups", 4: "providers", 5: PROVIDER, 6: "registries", 8: "runs"}
     ):
@@ -101,7 +115,7 @@ def check_api_version(value: str | None) -> None:
     raise ArmError(400, "InvalidApiVersionParameter", message)
 
 
-def check_run_route(route: RunRoute) -> None:
+def check_run_route(route: RunRoute | RunsRoute) -> None:
     """Validate the path parameters of a run route."""
     if not _GUID.match(route.subscription_id):
         message = f"The provided subscription identifier '{route.subscription_id}' is malformed or invalid."

@@ -4,12 +4,15 @@ azure-identity's ManagedIdentityCredential (through MSAL's `_obtain_token_on_app
 `GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=<scope without /.default>[&client_id=...]`
 with headers `X-IDENTITY-HEADER: <IDENTITY_HEADER>` and `Metadata: true`, and expects
 `{"access_token", "expires_on": "<epoch seconds>", "resource", "token_type", "client_id"}`.
+Tokens are JWT-shaped (unsigned claims `aud`, `exp`, `appid`, `oid`; a random signature part) so that the ARM
+emulator can tell principals apart, as ARM's throttling does, even when it runs in another process.
 Run `python -m emulators.identity --port N` to serve it standalone (prints one JSON line).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hmac
 import json
 import secrets
@@ -125,8 +128,8 @@ class IdentityEmulator(LoopbackServer):
 
     def _issue(self, resource: str, client_id: str | None) -> dict[str, Any]:
         """Mint a token and its App Service response body."""
-        token = "eyJ" + secrets.token_urlsafe(32)
         expires_on = int(time.time()) + self.lifetime
+        token = self._mint(resource, client_id or self.system_client_id, expires_on)
         with self._lock:
             self._expiry[token] = expires_on
         return {
@@ -136,6 +139,18 @@ class IdentityEmulator(LoopbackServer):
             "token_type": "Bearer",
             "client_id": client_id or self.system_client_id,
         }
+
+    @staticmethod
+    def _mint(resource: str, client_id: str, expires_on: int) -> str:
+        """A unique JWT-shaped token naming the identity (its object id is derived from the client id)."""
+        claims = {"aud": resource, "exp": expires_on, "appid": client_id,
+                  "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulated-identity:{client_id}"))}
+
+        def part(document: dict[str, Any]) -> str:
+            raw = json.dumps(document, separators=(",", ":")).encode("utf-8")
+            return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+        return f"{part({'typ': 'JWT', 'alg': 'none'})}.{part(claims)}.{secrets.token_urlsafe(32)}"
 
     @staticmethod
     def _error(exchange: Exchange, status: int, message: str) -> None:

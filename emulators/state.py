@@ -7,15 +7,29 @@ import threading
 import uuid
 from collections import Counter, deque
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from emulators.faults import Fault
 from emulators.lro import LroPlan, Operation, RunKey
 from emulators.specs import example_run
 
-__all__ = ["ArmState", "RunKey", "build_run", "run_key", "utc_now"]
+__all__ = ["ArmState", "ListCursor", "RegistryKey", "RunKey", "build_run", "list_order", "run_key", "utc_now"]
 
 RUN_TYPE = "Microsoft.ContainerRegistry/registries/runs"
+RegistryKey = tuple[str, str, str]
+ListCursor = tuple[datetime, str]  # (createTime, runId) of the last run a page returned
+_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
+
+
+def list_order(run: dict[str, Any]) -> ListCursor:
+    """Where a run sorts in Runs - List (newest first, then by run id): its createTime and runId."""
+    properties = run.get("properties") or {}
+    created = properties.get("createTime")
+    try:
+        moment = datetime.fromisoformat(created.replace("Z", "+00:00")) if isinstance(created, str) else _EPOCH
+    except ValueError:
+        moment = _EPOCH
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc), str(properties.get("runId", "")))
 
 
 def utc_now() -> str:
@@ -60,6 +74,8 @@ class ArmState:
         self.statuses: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
         self.generation = 0  # bumped by clear(), so open connections are counted again afterwards
+        # Per registry, in list order; dropped when runs are added (a PATCH never moves a run in the order).
+        self._listing: dict[RegistryKey, list[tuple[ListCursor, RunKey]]] = {}
 
     def clear(self) -> None:
         """Forget runs, faults, LROs, counters and the log."""
@@ -67,6 +83,7 @@ class ArmState:
             for container in (self.runs, self.faults, self.plans, self.operations, self.active,
                               self.counters, self.statuses, self.log):
                 container.clear()
+            self._listing.clear()
             self.generation += 1
 
     def add_run(self, subscription_id: str, resource_group: str, registry: str, run_id: str, *,
@@ -78,7 +95,42 @@ class ArmState:
         with self.lock:
             self.runs[key] = run
             self.active.pop(key, None)
+            self._listing.pop(key[:3], None)
             return copy.deepcopy(run)
+
+    def add_bodies(self, runs: Iterable[dict[str, Any]]) -> int:
+        """Store complete Run bodies (keyed by their `id`); returns how many."""
+        added = 0
+        with self.lock:
+            for run in runs:
+                parts = run["id"].split("/")
+                key = run_key(parts[2], parts[4], parts[8], parts[10])
+                self.runs[key] = copy.deepcopy(run)
+                self.active.pop(key, None)
+                self._listing.pop(key[:3], None)
+                added += 1
+        return added
+
+    def list_runs(self, registry: RegistryKey, predicate: Callable[[dict[str, Any]], bool],
+                  after: ListCursor | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `limit` matching runs of a registry after the cursor, in list order; and whether more match."""
+        registry = (registry[0].lower(), registry[1].lower(), registry[2].lower())
+        page: list[dict[str, Any]] = []
+        with self.lock:
+            listing = self._listing.get(registry)
+            if listing is None:
+                listing = sorted(((list_order(run), key) for key, run in self.runs.items() if key[:3] == registry),
+                                 reverse=True)
+                self._listing[registry] = listing
+            for order, key in listing:
+                if after is not None and order >= after:
+                    continue
+                run = self.runs[key]
+                if predicate(run):
+                    if len(page) == limit:
+                        return page, True
+                    page.append(copy.deepcopy(run))
+        return page, False
 
     def get_run(self, key: RunKey) -> dict[str, Any] | None:
         """Deep copy of a run, or None."""
@@ -186,7 +238,7 @@ class ArmState:
     def snapshot(self) -> dict[str, Any]:
         """Counter snapshot."""
         with self.lock:
-            names = ("connections", "requests", "patches", "gets", "polls", "faults")
+            names = ("connections", "requests", "patches", "gets", "polls", "lists", "faults", "throttled")
             stats: dict[str, Any] = {name: self.counters[name] for name in names}
             stats["status"] = dict(sorted(self.statuses.items()))
             return stats

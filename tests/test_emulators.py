@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import re
 import signal
 import socketserver
 import subprocess
@@ -19,18 +17,16 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import requests
-from jsonschema import Draft4Validator, FormatChecker
 
 from emulators import ArmEmulator, Fault, IdentityEmulator
 from emulators.arm import SEED_RUN
 from emulators.arm_client import ArmEmulatorClient
-from emulators.specs import EXAMPLE_NAMES, SWAGGER_FILE, bundled_dir, shared_specs_dir, swagger
+from emulators.specs import EXAMPLE_NAMES, LIST_EXAMPLE, SWAGGER_FILE, bundled_dir, schema_errors, shared_specs_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUB, RG, REG, RUN = SEED_RUN
 AUTH = {"Authorization": "Bearer test-token"}
 ARM_SCOPE = "https://management.azure.com/.default"
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
@@ -69,42 +65,12 @@ def run_url(base: str, run_id: str = RUN, *, sub: str = SUB, rg: str = RG, reg: 
     return url if api_version is None else f"{url}?api-version={api_version}"
 
 
-def _strict_definitions(definitions: dict[str, Any]) -> dict[str, Any]:
-    """Swagger definitions with inherited (allOf) properties merged and unknown properties refused."""
-    strict = copy.deepcopy(definitions)
-    for schema in strict.values():
-        inherited: dict[str, Any] = {}
-        for part in schema.pop("allOf", []):
-            inherited.update(definitions[part["$ref"].rsplit("/", 1)[-1]].get("properties", {}))
-        if inherited or "properties" in schema:
-            schema["properties"] = {**inherited, **schema.get("properties", {})}
-            schema["additionalProperties"] = False
-    return strict
-
-
-def _date_time_checker() -> FormatChecker:
-    """FormatChecker with an RFC 3339 `date-time` check (jsonschema's needs an optional package)."""
-    checker = FormatChecker(formats=())
-
-    @checker.checks("date-time", raises=ValueError)
-    def is_date_time(value: object) -> bool:
-        if isinstance(value, str):
-            if not _RFC3339.match(value):
-                raise ValueError(f"not RFC 3339: {value!r}")
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return True
-
-    return checker
-
-
 @pytest.fixture(scope="module")
 def assert_valid_run() -> Callable[[Any], None]:
     """Assert that a body validates against the swagger's `Run` definition (strictly: no unknown keys)."""
-    schema = {"$ref": "#/definitions/Run", "definitions": _strict_definitions(swagger()["definitions"])}
-    validator = Draft4Validator(schema, format_checker=_date_time_checker())
 
     def check(body: Any) -> None:
-        errors = [f"{list(error.path)}: {error.message}" for error in validator.iter_errors(body)]
+        errors = schema_errors("Run", body)
         assert not errors, errors
 
     return check
@@ -117,7 +83,7 @@ def _parse_time(value: str) -> datetime:
 # -- specification copies ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [*(f"examples/{name}.json" for name in EXAMPLE_NAMES), SWAGGER_FILE])
+@pytest.mark.parametrize("name", [*(f"examples/{name}.json" for name in (*EXAMPLE_NAMES, LIST_EXAMPLE)), SWAGGER_FILE])
 def test_bundled_spec_files_are_verbatim_copies_of_shared_specs(name: str) -> None:
     """The copies in emulators/examples/ are byte-identical to ../shared/specs when it exists."""
     shared = shared_specs_dir()
