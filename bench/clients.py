@@ -32,7 +32,7 @@ from azure.servicebus._pyamqp._encode import encode_payload
 from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 
 from shared.publisher import ServiceBusPublisher
-from shared.runtime import Runtime
+from shared.app import build_app
 
 __all__ = ["AppClient", "BareClient", "DiscardingServiceBus", "SdkClient", "app_settings", "run_ids"]
 
@@ -150,14 +150,11 @@ class AppClient:
     amqp = False
 
     def __init__(self, settings: dict[str, str]) -> None:
-        os.environ.update(settings)  # the host's app settings; the Runtime reads os.environ as in production
-        import function_app
-
+        os.environ.update(settings)  # the host's app settings: azure-identity reads the identity endpoint from there
         self.bus = DiscardingServiceBus()
         self.publishers: list[ServiceBusPublisher] = []
-        self.runtime = Runtime(os.environ, publisher_factory=self._publisher)
-        function_app.runtime = self.runtime
-        functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+        self.app = build_app(dict(os.environ), publisher_factory=self._publisher)
+        functions = {f.get_function_name(): f.get_user_function() for f in self.app.get_functions()}
         self._function: Callable[[InboundMessage], None] = functions["archive_queue"]
         self._bodies = [
             json.dumps(
@@ -201,7 +198,7 @@ class AppClient:
 
     def close(self) -> None:
         """Release the Runtime's Session and sender."""
-        self.runtime.close()
+        self.app.close()
 
 
 class SdkClient:

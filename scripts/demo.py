@@ -21,6 +21,7 @@ import azure.functions as func
 from azure.functions.servicebus import ServiceBusMessage
 
 from emulators import ArmEmulator, IdentityEmulator
+from shared.app import build_app
 
 SUBSCRIPTION = "4385cf00-2d3a-425a-832f-f4285b1c9dce"
 GROUP = "myResourceGroup"
@@ -47,8 +48,7 @@ def main() -> int:
                 "MAX_DELIVERY_COUNT": "10",
             }
         )
-        from function_app import app  # imported after the settings are in place, as the host would
-
+        app = build_app(dict(os.environ))
         functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
         senders = {"queue": _send_queue, "POST": _send_post, "PATCH": _send_patch}
         print(f"ARM emulator {arm.url}   identity endpoint {identity.endpoint}\noutcomes -> {outcome_file}\n")

@@ -46,7 +46,8 @@ from scripts.soak_plan import ATTEMPTS, GROUP, REGISTRY, SUB, PlannedEvent, plan
 from shared.errors import ArchiverError, PublishFailed
 from shared.outcome import Outcome
 from shared.publisher import FilePublisher, Publisher
-from shared.runtime import IDENTITY_ENVIRONMENT, Runtime
+from shared.app import build_app
+from shared.runtime import IDENTITY_ENVIRONMENT
 from shared.settings import SETTING_NAMES
 from tests.leaks import LeakWatch, find_leaks, outcome_texts
 
@@ -87,7 +88,7 @@ class SoakConfig:
 
 
 class Patcher(Protocol):
-    """Where the soak puts its settings and its runtime: os.environ and function_app, or a pytest monkeypatch."""
+    """Where the soak puts its settings: os.environ, or a pytest monkeypatch."""
 
     def setenv(self, name: str, value: str) -> None: ...
 
@@ -307,7 +308,6 @@ class _Harness:
 
 def run_soak(config: SoakConfig, workdir: Path, patch: Patcher, *, progress: Callable[[str], None] = lambda line: None) -> SoakReport:
     """Run the soak with the settings applied through `patch`; return its report."""
-    import function_app
 
     events = plan_events(
         config.events, config.run_count, config.seed,
@@ -331,10 +331,9 @@ def run_soak(config: SoakConfig, workdir: Path, patch: Patcher, *, progress: Cal
             publishers.append(FlakyPublisher(FilePublisher(app_settings.outcome_file), failing))
             return publishers[-1]
 
-        runtime = Runtime(os.environ, publisher_factory=publisher_factory)
-        patch.setattr(function_app, "runtime", runtime)
-        queue = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}["archive_queue"]
-        runtime.archiver()  # builds the publisher (and checks the settings) before the clock starts
+        app = build_app(dict(os.environ), publisher_factory=publisher_factory)
+        queue = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}["archive_queue"]
+        app.runtime.archiver()  # builds the publisher (and checks the settings) before the clock starts
         progress(f"soak: {config.events} events over {config.run_count} runs, {config.workers} workers, seed {config.seed}, "
                  f"MAX_DELIVERY_COUNT {config.max_delivery_count}; outcomes in {outcome_file}")
         root.addHandler(watch)
@@ -347,7 +346,7 @@ def run_soak(config: SoakConfig, workdir: Path, patch: Patcher, *, progress: Cal
             seconds = time.perf_counter() - started
             root.removeHandler(watch)
             root.setLevel(level)
-            runtime.close()
+            app.close()
         final_state = {run: (arm.get_run(SUB, GROUP, REGISTRY, run) or {}).get("properties", {}).get("isArchiveEnabled")
                        for run in {e.run_id for e in events if e.run_id}}
         secrets = identity.issued | {identity.header_secret}

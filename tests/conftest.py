@@ -47,6 +47,14 @@ def no_secret_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail("secrets leaked:\n" + "\n".join(leaks[:20]), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def close_apps() -> Iterator[None]:
+    """Close every app a test built, releasing its sessions, senders and threads."""
+    yield
+    while support.BUILT_APPS:
+        support.BUILT_APPS.pop().close()
+
+
 @pytest.fixture
 def leak_watch(request: pytest.FixtureRequest) -> LeakWatch:
     """The handler `no_secret_leaks` reads this test's log records from."""
@@ -113,5 +121,9 @@ def app_env(monkeypatch: pytest.MonkeyPatch, identity: IdentityEmulator, arm: Ar
 
 @pytest.fixture
 def functions(app_env: dict[str, str]) -> dict[str, Callable[..., Any]]:
-    """The app's functions by name, as the Functions host indexes them (HTTP answers checked against openapi.yaml)."""
-    return support.functions()
+    """The app's functions by name, as the Functions host indexes them (HTTP answers checked against openapi.yaml).
+
+    The app is built on the first lookup, from the environment as the test has arranged it by then:
+    the host, too, starts the worker once the app settings are in place.
+    """
+    return support.LazyFunctions()

@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,13 +23,16 @@ import pytest
 
 from emulators import ArmEmulator, IdentityEmulator
 from emulators.specs import swagger
+from shared.app import ArchiverApp, build_app
 from shared.runtime import IDENTITY_ENVIRONMENT
 from shared.settings import SETTING_NAMES
 from tests.leaks import SECRETS
 
 __all__ = [
     "BASE_SETTINGS",
+    "BUILT_APPS",
     "Emulators",
+    "LazyFunctions",
     "FakeTime",
     "GROUP",
     "REGISTRY",
@@ -59,6 +63,8 @@ BASE_SETTINGS: dict[str, str] = {
     "ARM_RETRY_MAX_SECONDS": "5",
 }
 """Settings every HTTP test starts from, besides the emulator endpoints and OUTCOME_FILE."""
+BUILT_APPS: list[ArchiverApp] = []
+"""Apps built by `functions()` during the current test; conftest closes them when it ends."""
 
 
 class FakeTime:
@@ -118,15 +124,15 @@ def start_emulators(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **settings:
         yield Emulators(identity, arm, outcome_file)
 
 
-def functions() -> dict[str, Callable[..., Any]]:
-    """The app's functions by name, as the Functions host indexes them.
+def functions(env: Mapping[str, str] | None = None, **factories: Any) -> dict[str, Callable[..., Any]]:
+    """The functions of an app built for `env` (the current environment by default), by name, as the host indexes them.
 
     Every HTTP response they give is checked against openapi.yaml (status, headers, body) for the
     function's own route and method, so each body an HTTP test observes is validated against the
-    published API description.
+    published API description. The app is closed when the test ends (`close_apps`).
     """
-    from function_app import app
-
+    app = build_app(dict(os.environ) if env is None else env, **factories)
+    BUILT_APPS.append(app)
     found = {}
     for function in app.get_functions():
         user_function = function.get_user_function()
@@ -136,6 +142,28 @@ def functions() -> dict[str, Callable[..., Any]]:
             user_function = _checked_against_openapi(user_function, trigger["route"], trigger["methods"][0])
         found[function.get_function_name()] = user_function
     return found
+
+
+class LazyFunctions(Mapping[str, Callable[..., Any]]):
+    """`functions()` of the environment as it is at the first lookup, built once."""
+
+    def __init__(self, **factories: Any) -> None:
+        self._factories = factories
+        self._functions: dict[str, Callable[..., Any]] | None = None
+
+    def _built(self) -> dict[str, Callable[..., Any]]:
+        if self._functions is None:
+            self._functions = functions(**self._factories)
+        return self._functions
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        return self._built()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
 
 
 def _checked_against_openapi(function: Callable[[func.HttpRequest], func.HttpResponse], route: str, method: str) -> Callable[[func.HttpRequest], func.HttpResponse]:

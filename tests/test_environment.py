@@ -8,6 +8,7 @@ invocation. ~/.netrc is not consulted, so it can never replace the bearer token.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from shared.auth import ManagedIdentityTokens
 from shared.errors import ArmUnavailable
 from shared.events import ArchiveRequest
 from shared.settings import Settings
+from tests import support
 from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
 from tests.support import closed_port_url
 
@@ -74,23 +76,25 @@ def test_netrc_credentials_never_replace_the_bearer_token(
     assert {k.lower(): v for k, v in patch["headers"].items()}["authorization"] == "Bearer ***"
 
 
-def test_a_changed_proxy_variable_is_picked_up_on_the_next_invocation(
+def test_the_proxy_environment_of_the_process_applies_to_its_app(
     functions: dict[str, Any], arm: ArmEmulator, outcome_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Setting HTTP_PROXY between two events applies to the second; removing it again, to the third."""
+    """HTTP_PROXY set when the worker starts routes ARM calls through it; an app started without it goes direct."""
     monkeypatch.setenv("MAX_DELIVERY_COUNT", "3")
     monkeypatch.setenv("ARM_MAX_ATTEMPTS", "1")
-    queue = functions["archive_queue"]
 
-    def deliver() -> None:
+    def deliver(queue: Any) -> None:
         queue(ServiceBusMessage(body=json.dumps(EVENT).encode(), message_id=str(uuid.uuid4()), delivery_count=1,
                                 application_properties={}, user_properties={}))
 
-    deliver()
+    # the identity endpoint is reached as localhost, which NO_PROXY exempts; ARM (127.0.0.1) is not exempt
+    monkeypatch.setenv("IDENTITY_ENDPOINT", os.environ["IDENTITY_ENDPOINT"].replace("127.0.0.1", "localhost"))
+    monkeypatch.setenv("NO_PROXY", "localhost")
     monkeypatch.setenv("HTTP_PROXY", closed_port_url())
     with pytest.raises(ArmUnavailable):
-        deliver()
+        deliver(support.functions()["archive_queue"])
     monkeypatch.delenv("HTTP_PROXY")
-    deliver()
-    assert [record["body"]["outcome"] for record in read_outcomes(outcome_file)] == ["succeeded", "succeeded"]
-    assert arm.stats()["patches"] == 2
+    monkeypatch.delenv("NO_PROXY")
+    deliver(functions["archive_queue"])
+    assert [record["body"]["outcome"] for record in read_outcomes(outcome_file)] == ["succeeded"]
+    assert arm.stats()["patches"] == 1

@@ -30,14 +30,12 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import ServiceBusConnectionError, ServiceBusError
 
-import function_app
 from emulators import ArmEmulator, Fault, IdentityEmulator
 from shared.errors import ArchiverError, PublishFailed
 from shared.publisher import ServiceBusPublisher
-from shared.runtime import Runtime
 from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
 from tests.fakes import RecordingServiceBus
-from tests.support import closed_port_url
+from tests.support import closed_port_url, functions
 
 MAX_DELIVERIES = 3
 ATTEMPTS = 2
@@ -55,6 +53,17 @@ class Harness:
     monkeypatch: pytest.MonkeyPatch
     outcome_file: Path
     bus: RecordingServiceBus | None = None
+    _queue: Callable[[ServiceBusMessage], Any] | None = None
+
+    def queue(self) -> Callable[[ServiceBusMessage], Any]:
+        """The queue function of an app built from the environment and Service Bus the row arranged."""
+        if self._queue is None:
+            bus = self.bus
+            factories: dict[str, Any] = {}
+            if bus is not None:
+                factories["publisher_factory"] = lambda settings: ServiceBusPublisher(bus.client, "outcomes")
+            self._queue = functions(**factories)["archive_queue"]
+        return self._queue
 
     def script(self, *faults: Fault) -> None:
         """Queue faults on the run the event names."""
@@ -63,10 +72,7 @@ class Harness:
     def use_service_bus(self) -> RecordingServiceBus:
         """Publish outcomes to a recording Service Bus topic instead of OUTCOME_FILE."""
         self.bus = RecordingServiceBus()
-        bus = self.bus
-        runtime = Runtime(os.environ, publisher_factory=lambda settings: ServiceBusPublisher(bus.client, "outcomes"))
-        self.monkeypatch.setattr(function_app, "runtime", runtime)
-        return bus
+        return self.bus
 
     def published(self) -> list[dict[str, Any]]:
         """Every outcome published so far, as {subject, application_properties, body}."""
@@ -260,19 +266,13 @@ def deliver(queue: Callable[[ServiceBusMessage], Any], inbound: ServiceBusMessag
 
 
 @pytest.fixture
-def harness(functions: dict[str, Any], arm: ArmEmulator, identity: IdentityEmulator,
+def harness(app_env: dict[str, str], arm: ArmEmulator, identity: IdentityEmulator,
             monkeypatch: pytest.MonkeyPatch, outcome_file: Path) -> Harness:
     """Small budgets: two tries per request and at most 50 ms of backoff, three deliveries."""
     monkeypatch.setenv("MAX_DELIVERY_COUNT", str(MAX_DELIVERIES))
     monkeypatch.setenv("ARM_MAX_ATTEMPTS", str(ATTEMPTS))
     monkeypatch.setenv("ARM_RETRY_MAX_SECONDS", "0.05")
     return Harness(arm, identity, monkeypatch, outcome_file)
-
-
-@pytest.fixture
-def queue(functions: dict[str, Any]) -> Callable[[ServiceBusMessage], Any]:
-    """The queue function as the host indexes it."""
-    return functions["archive_queue"]
 
 
 def _assert_outcome(record: dict[str, Any], row: Row, kind: str, delivery: int, retryable: bool | None) -> None:
@@ -293,7 +293,7 @@ def _assert_outcome(record: dict[str, Any], row: Row, kind: str, delivery: int, 
 
 @pytest.mark.parametrize("delivery", [1, MAX_DELIVERIES], ids=["before-last-delivery", "last-delivery"])
 @pytest.mark.parametrize("row", list(ROWS.values()), ids=list(ROWS))
-def test_each_fault_ends_as_the_contract_says(row: Row, delivery: int, harness: Harness, queue: Any) -> None:
+def test_each_fault_ends_as_the_contract_says(row: Row, delivery: int, harness: Harness) -> None:
     """Raised or returned, the outcome published (if any) with its code and status, and the run's state."""
     # given the row's fault
     for name, value in row.env.items():
@@ -301,7 +301,7 @@ def test_each_fault_ends_as_the_contract_says(row: Row, delivery: int, harness: 
     row.arrange(harness)
     last = delivery == MAX_DELIVERIES
     # when the message is delivered
-    raised = deliver(queue, message(delivery))
+    raised = deliver(harness.queue(), message(delivery))
     # then it settles as the contract says
     published = harness.published()
     if row.result in ("succeeded", "final"):
@@ -332,7 +332,7 @@ REDELIVERED += ["publish-refused-once"]
 
 
 @pytest.mark.parametrize("name", REDELIVERED)
-def test_a_fault_that_has_passed_is_healed_by_redelivery(name: str, harness: Harness, queue: Any) -> None:
+def test_a_fault_that_has_passed_is_healed_by_redelivery(name: str, harness: Harness) -> None:
     """What raised for redelivery succeeds on the next delivery, with exactly one outcome for the message."""
     # given a fault that lasts one delivery
     row = ROWS[name]
@@ -340,6 +340,7 @@ def test_a_fault_that_has_passed_is_healed_by_redelivery(name: str, harness: Har
         harness.monkeypatch.setenv(setting, value)
     row.arrange(harness)
     # when the message fails once, then Service Bus redelivers it
+    queue = harness.queue()
     first = deliver(queue, message(1, "m-1"))
     second = deliver(queue, message(2, "m-1"))
     # then the redelivery succeeds and only its outcome is published

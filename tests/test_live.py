@@ -35,7 +35,7 @@ from azure.functions.servicebus import ServiceBusMessage as FunctionsMessage
 from emulators import ArmEmulator
 from shared.cli import main
 from shared.cli.context import DEFAULT_SUBSCRIPTION, Context, load_settings
-from shared.runtime import Runtime
+from shared.app import build_app
 from tests.support import GROUP, REGISTRY, SUB, isolate_environment
 
 pytestmark = pytest.mark.live
@@ -90,17 +90,14 @@ class StaticTokens:
 @pytest.fixture
 def app_in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The real function app wired to the live Service Bus and to a local ARM emulator; yields archive_queue."""
-    import function_app
-
     with ArmEmulator() as arm:
         isolate_environment(monkeypatch, {**live_settings(), "ARM_ENDPOINT": arm.url, "ARM_MAX_ATTEMPTS": "1"})
-        runtime = Runtime(os.environ, token_factory=lambda settings: StaticTokens())
-        monkeypatch.setattr(function_app, "runtime", runtime)
-        functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+        app = build_app(dict(os.environ), token_factory=lambda settings: StaticTokens())
+        functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
         try:
             yield functions["archive_queue"]
         finally:
-            runtime.close()
+            app.close()
 
 
 def deliver_to_function(message_id: str, archive_queue: Any) -> None:

@@ -49,10 +49,10 @@ def test_openapi_yaml_is_a_valid_openapi_3_1_document() -> None:
 
 def _http_functions() -> dict[tuple[str, str], str]:
     """(path, METHOD) → auth level of every HTTP trigger, as the Functions host indexes them."""
-    from function_app import app
+    from shared.app import build_app
 
     found = {}
-    for function in app.get_functions():
+    for function in build_app({}).get_functions():
         for binding in function.get_bindings_dict()["bindings"]:
             if binding["type"] == "httpTrigger":
                 for method in binding["methods"]:

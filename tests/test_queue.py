@@ -45,7 +45,7 @@ def queue(functions: Functions, monkeypatch: pytest.MonkeyPatch) -> Callable[[Se
     """The queue function, with a small delivery limit and fast retries."""
     monkeypatch.setenv("MAX_DELIVERY_COUNT", str(MAX_DELIVERIES))
     monkeypatch.setenv("ARM_MAX_ATTEMPTS", "2")
-    return functions["archive_queue"]
+    return lambda msg: functions["archive_queue"](msg)  # looked up when called: the test may still set settings
 
 
 def test_a_valid_event_archives_the_run_and_publishes_succeeded(queue: Any, arm: ArmEmulator, outcome_file: Path) -> None:

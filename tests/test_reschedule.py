@@ -11,14 +11,13 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import ServiceBusError
 
-import function_app
 from emulators import ArmEmulator, Fault
 from shared.errors import ArchiverError, PublishFailed
 from shared.publisher import ServiceBusPublisher
 from shared.reschedule import ServiceBusScheduler, make_scheduler
-from shared.runtime import Runtime
 from shared.service import MAX_RESCHEDULES
 from shared.settings import Settings
+from tests import support
 from tests.support import GROUP, REGISTRY, SEED_RUN, SUB
 from tests.fakes import RecordingServiceBus
 
@@ -35,13 +34,16 @@ def bus(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> RecordingSe
     monkeypatch.setenv("OUTCOME_TOPIC_NAME", TOPIC)
     monkeypatch.setenv("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net")
     monkeypatch.setenv("MAX_DELIVERY_COUNT", str(MAX_DELIVERIES))
-    runtime = Runtime(
-        os.environ,
+    return bus
+
+
+@pytest.fixture
+def functions(bus: RecordingServiceBus) -> dict[str, Any]:
+    """The app's functions, built once the environment and the recording Service Bus are in place."""
+    return support.functions(
         publisher_factory=lambda s: ServiceBusPublisher(bus.client, s.outcome_topic_name or ""),
         scheduler_factory=lambda s: ServiceBusScheduler(bus.client, s.archive_queue_name or ""),
     )
-    monkeypatch.setattr(function_app, "runtime", runtime)
-    return bus
 
 
 def _message(delivery_count: int = 1, **properties: Any) -> ServiceBusMessage:

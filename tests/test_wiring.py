@@ -21,9 +21,9 @@ RUN_ROUTE = (
 
 def bindings() -> dict[str, list[dict[str, Any]]]:
     """Each function's bindings, decoded from the JSON the host indexes."""
-    from function_app import app
+    from shared.app import build_app
 
-    return {f.get_function_name(): [json.loads(raw) for raw in f.get_raw_bindings()] for f in app.get_functions()}
+    return {f.get_function_name(): [json.loads(raw) for raw in f.get_raw_bindings()] for f in build_app({}).get_functions()}
 
 
 def trigger(name: str) -> dict[str, Any]:
