@@ -44,7 +44,7 @@ REGISTRY = re.compile(r"^[a-zA-Z0-9]{5,50}$")
 # A DNS name of ASCII labels (IDN hosts are written in their xn-- form), or an IPv4 address.
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 _ENDPOINT = re.compile(rf"^(?P<scheme>[A-Za-z]+)://(?:(?P<host>{_HOST})|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])(?::(?P<port>[0-9]{{1,5}}))?/?$", re.ASCII)
-_NAMESPACE = re.compile(rf"^{_HOST}(?::[0-9]{{1,5}})?$", re.ASCII)
+_NAMESPACE = re.compile(rf"^{_HOST}(?::(?P<port>[1-9][0-9]{{0,4}}))?$", re.ASCII)
 # Service Bus entity names: letters, digits, . - _ /, starting and ending with a letter or digit, at most 260.
 _ENTITY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,258}[A-Za-z0-9])?$", re.ASCII)
 _API_VERSION = re.compile(r"^(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})(?:-preview)?$", re.ASCII)
@@ -79,9 +79,9 @@ def entity_name(value: str) -> str:
 
 
 def namespace(value: str) -> str:
-    """A Service Bus namespace host name such as mynamespace.servicebus.windows.net."""
+    """A Service Bus namespace host name such as mynamespace.servicebus.windows.net (a port 1-65535 allowed)."""
     _no_control_characters(value)
-    if not _NAMESPACE.fullmatch(value):
+    if not _is_namespace(value):
         raise Malformed("must be a host name such as mynamespace.servicebus.windows.net")
     return value
 
@@ -99,7 +99,7 @@ def connection_string(value: str) -> str:
         fields[key.strip().lower()] = field_value.strip()
     endpoint = fields.get("endpoint", "")
     host = endpoint[len("sb://"):].rstrip("/") if endpoint.lower().startswith("sb://") else ""
-    if not host or not _NAMESPACE.fullmatch(host):
+    if not _is_namespace(host):
         raise Malformed("must hold Endpoint=sb://<namespace host>/")
     has_key = fields.get("sharedaccesskeyname") and fields.get("sharedaccesskey")
     if not has_key and not fields.get("sharedaccesssignature"):
@@ -248,6 +248,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_namespace(value: str) -> bool:
+    match = _NAMESPACE.fullmatch(value)
+    return match is not None and (match["port"] is None or int(match["port"]) <= 65535)
 
 
 def _no_control_characters(value: str) -> None:
