@@ -36,13 +36,16 @@ __all__ = [
 KEY_VAULT_REFERENCE = "@microsoft.keyvault("
 
 
-def setting(env: str, default: Any, parser: Callable[..., Any], doc: str, *, uses: str | None = None) -> Any:
+def setting(
+    env: str, default: Any, parser: Callable[..., Any], doc: str, *, uses: str | None = None, secret: bool = False
+) -> Any:
     """Declare one setting: its environment name, default, parser and README documentation.
 
     `uses` names another field (declared before this one) whose parsed value the parser takes as a
-    second argument, for a rule that spans two settings.
+    second argument, for a rule that spans two settings. A `secret` stays out of the Settings' repr,
+    so logging the settings object can never print it.
     """
-    return field(default=default, metadata={"env": env, "parse": parser, "doc": doc, "uses": uses})
+    return field(default=default, repr=not secret, metadata={"env": env, "parse": parser, "doc": doc, "uses": uses, "secret": secret})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class Settings:
     servicebus_connection_string: str | None = setting(
         "ServiceBusConnection", None, parse.connection_string,
         "alternatively a connection string with `Endpoint=sb://…` (local Service Bus emulator); the publisher then uses it too",
+        secret=True,
     )
     archive_queue_name: str | None = setting("ARCHIVE_QUEUE_NAME", None, parse.entity_name, "the queue the trigger listens on")
     outcome_topic_name: str | None = setting("OUTCOME_TOPIC_NAME", None, parse.entity_name, "the topic outcomes are published to")
@@ -114,6 +118,7 @@ class Settings:
     webhook_secret: str | None = setting(
         "WEBHOOK_SECRET", None, parse.text,
         "when set, HTTP writes must carry `X-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`",
+        secret=True,
     )
     max_delivery_count: int = setting(
         "MAX_DELIVERY_COUNT", 10, parse.number(minimum=1, maximum=2000, integer=True),
