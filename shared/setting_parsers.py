@@ -43,7 +43,9 @@ REGISTRY = re.compile(r"^[a-zA-Z0-9]{5,50}$")
 
 # A DNS name of ASCII labels (IDN hosts are written in their xn-- form), or an IPv4 address.
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-_ENDPOINT = re.compile(rf"^(?P<scheme>[A-Za-z]+)://(?:(?P<host>{_HOST})|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])(?::(?P<port>[0-9]{{1,5}}))?/?$", re.ASCII)
+_ENDPOINT = re.compile(
+    rf"^(?P<scheme>[A-Za-z]+)://(?:(?P<host>{_HOST})|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])(?::(?P<port>[0-9]{{1,5}}))?/?$", re.ASCII
+)
 _NAMESPACE = re.compile(rf"^{_HOST}(?::(?P<port>[1-9][0-9]{{0,4}}))?$", re.ASCII)
 # Service Bus entity names: letters, digits, . - _ /, starting and ending with a letter or digit, at most 260.
 _ENTITY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,258}[A-Za-z0-9])?$", re.ASCII)
@@ -74,7 +76,7 @@ def entity_name(value: str) -> str:
     """A Service Bus queue or topic name."""
     _no_control_characters(value)
     if not _ENTITY.fullmatch(value):
-        raise Malformed("must be a Service Bus entity name: 1-260 letters, digits, . - _ /, starting and ending with a letter or digit")
+        raise Malformed("must be a Service Bus entity name: 1-260 letters, digits, . - _ /, letters or digits at both ends")
     return value
 
 
@@ -269,5 +271,6 @@ def _same_for_urllib3(endpoint: str, scheme: str, host: str, port: str | None, r
         parsed = parse_url(endpoint)
     except ValueError:
         raise Malformed(rule) from None
-    if (parsed.scheme, (parsed.host or "").lower(), parsed.port, parsed.auth) != (scheme, host, int(port) if port else None, None):
+    expected = (scheme, host, int(port) if port else None, None)
+    if (parsed.scheme, (parsed.host or "").lower(), parsed.port, parsed.auth) != expected:
         raise Malformed(rule)

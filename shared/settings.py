@@ -45,7 +45,8 @@ def setting(
     second argument, for a rule that spans two settings. A `secret` stays out of the Settings' repr,
     so logging the settings object can never print it.
     """
-    return field(default=default, repr=not secret, metadata={"env": env, "parse": parser, "doc": doc, "uses": uses, "secret": secret})
+    metadata = {"env": env, "parse": parser, "doc": doc, "uses": uses, "secret": secret}
+    return field(default=default, repr=not secret, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,8 @@ class Settings:
 
     servicebus_namespace: str | None = setting(
         "ServiceBusConnection__fullyQualifiedNamespace", None, parse.namespace,
-        "identity-based connection of the queue trigger; also the namespace outcomes go to unless `OUTCOME_SERVICEBUS_NAMESPACE` is set",
+        "identity-based connection of the queue trigger; also the namespace outcomes go to "
+        "unless `OUTCOME_SERVICEBUS_NAMESPACE` is set",
     )
     servicebus_credential: str | None = setting(
         "ServiceBusConnection__credential", None, parse.credential_kind, "as Functions defines it: `managedidentity`",
@@ -74,7 +76,8 @@ class Settings:
         "OUTCOME_SERVICEBUS_NAMESPACE", None, parse.namespace, "another namespace for the outcome topic",
     )
     outcome_file: str | None = setting(
-        "OUTCOME_FILE", None, parse.file_path, "local sink: outcomes are appended to this file as JSON lines *instead of* Service Bus",
+        "OUTCOME_FILE", None, parse.file_path,
+        "local sink: outcomes are appended to this file as JSON lines *instead of* Service Bus",
     )
     azure_client_id: str | None = setting(
         "AZURE_CLIENT_ID", None, parse.client_id, "client id of the user-assigned managed identity (system-assigned when absent)",
@@ -132,7 +135,8 @@ class Settings:
     )
     archive_policy_schedule: str | None = setting(
         "ARCHIVE_POLICY_SCHEDULE", None, parse.ncrontab,
-        "six-field NCRONTAB schedule of the policy sweep timer, e.g. `0 */15 * * * *`; required only when `ARCHIVE_POLICIES` is set",
+        "six-field NCRONTAB schedule of the policy sweep timer, e.g. `0 */15 * * * *`; "
+        "required only when `ARCHIVE_POLICIES` is set",
     )
     archive_policy_lookback_days: float = setting(
         "ARCHIVE_POLICY_LOOKBACK_DAYS", 30.0, parse.number(minimum=0, maximum=3650, above=True),
@@ -245,7 +249,7 @@ def _parse(raw: str, parser: Callable[..., Any], *context: Any) -> Any:
         raise Malformed("holds only whitespace: leave it empty to unset it")
     if value.lower().startswith(KEY_VAULT_REFERENCE):
         # App Service leaves the reference text in place when it cannot resolve it.
-        raise Malformed("is a Key Vault reference that did not resolve: check the app identity's access to the vault and the secret")
+        raise Malformed("is a Key Vault reference that did not resolve: check the app identity's access to the vault and secret")
     return parser(value, *context)
 
 

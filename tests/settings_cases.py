@@ -56,7 +56,11 @@ MALFORMED: list[tuple[str, str, str]] = [
     # (setting, value, case id)
     ("ServiceBusConnection", "sb-acr-archiver.servicebus.windows.net", "a-namespace-not-a-connection-string"),
     ("ServiceBusConnection", "SharedAccessKeyName=Root;SharedAccessKey=k", "no-endpoint"),
-    ("ServiceBusConnection", "Endpoint=https://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=k", "endpoint-not-sb"),
+    (
+        "ServiceBusConnection",
+        "Endpoint=https://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=k",
+        "endpoint-not-sb",
+    ),
     ("ServiceBusConnection", "Endpoint=sb://;SharedAccessKeyName=Root;SharedAccessKey=k", "endpoint-without-host"),
     ("ServiceBusConnection", "Endpoint=sb://ns.servicebus.windows.net/", "no-key-or-signature"),
     ("ServiceBusConnection", "Endpoint=sb://ns.servicebus.windows.net/;garbage", "not-key-value-pairs"),
@@ -95,10 +99,20 @@ MALFORMED: list[tuple[str, str, str]] = [
     ("ARM_API_VERSION", "2019-13-01", "api-version-month-13"),
     ("ARM_API_VERSION", "latest", "api-version-word"),
     ("ARM_API_VERSION", "2019-04-01-beta", "api-version-beta"),
-    *[(name, value, f"{name}-{case}") for name in (*_SECONDS, *_INTEGERS) for value, case in [
-        ("inf", "inf"), ("nan", "nan"), ("1e999", "1e999"), ("-1", "negative"), ("twelve", "word"), ("٣", "arabic-digit"),
-        ("1_0", "underscore"), ("0x10", "hex"),
-    ]],
+    *[
+        (name, value, f"{name}-{case}")
+        for name in (*_SECONDS, *_INTEGERS)
+        for value, case in [
+            ("inf", "inf"),
+            ("nan", "nan"),
+            ("1e999", "1e999"),
+            ("-1", "negative"),
+            ("twelve", "word"),
+            ("٣", "arabic-digit"),
+            ("1_0", "underscore"),
+            ("0x10", "hex"),
+        ]
+    ],
     *[(name, "2.5", f"{name}-fraction") for name in _INTEGERS],
     *[(name, "9" * 5000, f"{name}-past-digit-limit") for name in _INTEGERS],
     ("ARM_MAX_ATTEMPTS", "0", "attempts-zero"),
@@ -141,7 +155,13 @@ MALFORMED: list[tuple[str, str, str]] = [
 
 def malformed_cases() -> list[tuple[str, str, str]]:
     """MALFORMED, plus for every setting: only whitespace, and an unresolved Key Vault reference."""
-    every = [(name, value, f"{name}-{case}") for name in SETTING_NAMES for value, case in [
-        ("   ", "whitespace"), ("\t \n", "blank-lines"), (KEY_VAULT, "key-vault-reference"),
-    ]]
+    every = [
+        (name, value, f"{name}-{case}")
+        for name in SETTING_NAMES
+        for value, case in [
+            ("   ", "whitespace"),
+            ("\t \n", "blank-lines"),
+            (KEY_VAULT, "key-vault-reference"),
+        ]
+    ]
     return MALFORMED + every

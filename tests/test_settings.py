@@ -55,7 +55,7 @@ def test_every_setting_has_malformed_cases_of_its_own() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [case[:2] for case in CASES], ids=[case[2] for case in CASES])
 def test_a_malformed_value_is_a_configuration_error_naming_the_setting(name: str, value: str) -> None:
-    """Each malformed value, among otherwise good settings, raises ConfigurationError naming only that setting, never the value."""
+    """Each malformed value, among otherwise good settings, is a ConfigurationError naming only that setting, not the value."""
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_env({**GOOD, name: value})
     assert caught.value.settings == (name,)
@@ -102,7 +102,15 @@ def test_an_unresolved_key_vault_reference_says_so() -> None:
         ("http://[::1]:8080", "http://[::1]:8080"),
         ("http://[0:0::1]:65535", "http://[::1]:65535"),
     ],
-    ids=["https", "sovereign-cloud-with-slash", "upper-case", "loopback-v4", "localhost", "loopback-v6", "ipv6-compressed-top-port"],
+    ids=[
+        "https",
+        "sovereign-cloud-with-slash",
+        "upper-case",
+        "loopback-v4",
+        "localhost",
+        "loopback-v6",
+        "ipv6-compressed-top-port",
+    ],
 )
 def test_arm_endpoint_is_stored_in_one_plain_form(endpoint: str, stored: str) -> None:
     """A well-formed endpoint is kept as lower-case scheme://host[:port] without a trailing slash."""
@@ -141,15 +149,31 @@ def test_allowed_registries_are_case_insensitive_entries() -> None:
             {"ARCHIVE_QUEUE_NAME": "q", "OUTCOME_TOPIC_NAME": "t"},
             ["ServiceBusConnection__fullyQualifiedNamespace", "ServiceBusConnection", "OUTCOME_SERVICEBUS_NAMESPACE"],
         ),
-        ({"ARCHIVE_QUEUE_NAME": "q", "OUTCOME_TOPIC_NAME": "t", "ServiceBusConnection__fullyQualifiedNamespace": "n.servicebus.windows.net"}, []),
+        (
+            {
+                "ARCHIVE_QUEUE_NAME": "q",
+                "OUTCOME_TOPIC_NAME": "t",
+                "ServiceBusConnection__fullyQualifiedNamespace": "n.servicebus.windows.net",
+            },
+            [],
+        ),
         ({"ARCHIVE_QUEUE_NAME": "q", "OUTCOME_TOPIC_NAME": "t", "ServiceBusConnection": GOOD["ServiceBusConnection"]}, []),
         ({"ARCHIVE_QUEUE_NAME": "q", "OUTCOME_TOPIC_NAME": "t", "OUTCOME_SERVICEBUS_NAMESPACE": "o.servicebus.windows.net"}, []),
-        ({"ARCHIVE_QUEUE_NAME": "q", "OUTCOME_FILE": "/tmp/o", "ARCHIVE_POLICIES": GOOD["ARCHIVE_POLICIES"]}, ["ARCHIVE_POLICY_SCHEDULE"]),
+        (
+            {"ARCHIVE_QUEUE_NAME": "q", "OUTCOME_FILE": "/tmp/o", "ARCHIVE_POLICIES": GOOD["ARCHIVE_POLICIES"]},
+            ["ARCHIVE_POLICY_SCHEDULE"],
+        ),
         ({"ARCHIVE_QUEUE_NAME": "q", "OUTCOME_FILE": "/tmp/o", "ARCHIVE_POLICIES": "[]"}, []),
     ],
     ids=[
-        "nothing", "file-sink", "topic-without-namespace", "topic-with-identity", "topic-with-connection-string",
-        "other-namespace", "policies-without-schedule", "no-policies-no-schedule",
+        "nothing",
+        "file-sink",
+        "topic-without-namespace",
+        "topic-with-identity",
+        "topic-with-connection-string",
+        "other-namespace",
+        "policies-without-schedule",
+        "no-policies-no-schedule",
     ],
 )
 def test_missing_settings_name_the_alternatives(env: dict[str, str], missing: list[str]) -> None:

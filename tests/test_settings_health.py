@@ -55,12 +55,22 @@ def test_health_answers_503_naming_a_malformed_setting(name: str, value: str, he
     [
         ({"ARCHIVE_QUEUE_NAME": ""}, ["ARCHIVE_QUEUE_NAME"], "ARCHIVE_QUEUE_NAME: required"),
         (
-            {"OUTCOME_FILE": "", "OUTCOME_TOPIC_NAME": "", "ServiceBusConnection": "", "ServiceBusConnection__fullyQualifiedNamespace": ""},
+            {
+                "OUTCOME_FILE": "",
+                "OUTCOME_TOPIC_NAME": "",
+                "ServiceBusConnection": "",
+                "ServiceBusConnection__fullyQualifiedNamespace": "",
+            },
             ["OUTCOME_FILE", "OUTCOME_TOPIC_NAME"],
             "OUTCOME_FILE, or OUTCOME_TOPIC_NAME with one of ServiceBusConnection__fullyQualifiedNamespace, ServiceBusConnection",
         ),
         (
-            {"OUTCOME_FILE": "", "ServiceBusConnection": "", "ServiceBusConnection__fullyQualifiedNamespace": "", "OUTCOME_SERVICEBUS_NAMESPACE": ""},
+            {
+                "OUTCOME_FILE": "",
+                "ServiceBusConnection": "",
+                "ServiceBusConnection__fullyQualifiedNamespace": "",
+                "OUTCOME_SERVICEBUS_NAMESPACE": "",
+            },
             ["ServiceBusConnection__fullyQualifiedNamespace", "ServiceBusConnection", "OUTCOME_SERVICEBUS_NAMESPACE"],
             "OUTCOME_TOPIC_NAME needs a namespace",
         ),
@@ -87,7 +97,13 @@ def test_health_names_what_is_missing_and_its_alternatives(
         {"OUTCOME_TOPIC_NAME": "", "ServiceBusConnection": "", "ServiceBusConnection__fullyQualifiedNamespace": ""},
         {"ARCHIVE_POLICIES": "", "ARCHIVE_POLICY_SCHEDULE": ""},
     ],
-    ids=["topic-with-identity", "topic-with-connection-string", "topic-on-other-namespace", "file-only", "no-policies-no-schedule"],
+    ids=[
+        "topic-with-identity",
+        "topic-with-connection-string",
+        "topic-on-other-namespace",
+        "file-only",
+        "no-policies-no-schedule",
+    ],
 )
 def test_one_alternative_is_enough(changes: dict[str, str], health: Any, tmp_path: Path) -> None:
     """Any one outcome destination makes a healthy app; without policies no schedule is needed."""

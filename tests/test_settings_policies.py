@@ -31,7 +31,16 @@ def problem(policies: list[Any], **env: str) -> str:
 
 def test_a_policy_becomes_a_frozen_archive_policy() -> None:
     """Name, registry triple, filter and flag are kept; the registry id is derived."""
-    [policy] = read([{"name": "failed-runs", "registry": f"{SUB}/platform-rg/platformRegistry", "filter": "Status eq 'Failed'", "isArchiveEnabled": False}]).archive_policies
+    [policy] = read(
+        [
+            {
+                "name": "failed-runs",
+                "registry": f"{SUB}/platform-rg/platformRegistry",
+                "filter": "Status eq 'Failed'",
+                "isArchiveEnabled": False,
+            }
+        ]
+    ).archive_policies
     assert policy == ArchivePolicy("failed-runs", SUB, "platform-rg", "platformRegistry", "Status eq 'Failed'", False)
     assert policy.registry_id == REGISTRY_ID
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -40,7 +49,10 @@ def test_a_policy_becomes_a_frozen_archive_policy() -> None:
 
 @pytest.mark.parametrize(
     "registry",
-    [REGISTRY_ID, f"/SUBSCRIPTIONS/{SUB}/resourcegroups/platform-rg/PROVIDERS/microsoft.containerregistry/Registries/platformRegistry"],
+    [
+        REGISTRY_ID,
+        f"/SUBSCRIPTIONS/{SUB}/resourcegroups/platform-rg/PROVIDERS/microsoft.containerregistry/Registries/platformRegistry",
+    ],
     ids=["resource-id", "resource-id-lower-case-segments"],
 )
 def test_a_registry_resource_id_is_read_with_case_insensitive_fixed_segments(registry: str) -> None:
@@ -71,8 +83,14 @@ def test_a_policy_is_found_by_name_regardless_of_case() -> None:
     ("policy", "expected"),
     [
         ({"name": "release-builds", "registry": "platformRegistry"}, "ARCHIVE_POLICIES[release-builds].registry:"),
-        ({"name": "release-builds", "registry": "not-a-guid/rg/platformRegistry"}, "ARCHIVE_POLICIES[release-builds].registry: subscriptionId"),
-        ({"name": "release-builds", "registry": f"{SUB}/rg./platformRegistry"}, "ARCHIVE_POLICIES[release-builds].registry: resourceGroupName"),
+        (
+            {"name": "release-builds", "registry": "not-a-guid/rg/platformRegistry"},
+            "ARCHIVE_POLICIES[release-builds].registry: subscriptionId",
+        ),
+        (
+            {"name": "release-builds", "registry": f"{SUB}/rg./platformRegistry"},
+            "ARCHIVE_POLICIES[release-builds].registry: resourceGroupName",
+        ),
         ({"name": "release-builds", "registry": f"{SUB}/rg/bad-name"}, "ARCHIVE_POLICIES[release-builds].registry: registryName"),
         ({"name": "release-builds", "registry": REGISTRY_ID + "/runs/x"}, "ARCHIVE_POLICIES[release-builds].registry:"),
         ({"name": "release-builds"}, "ARCHIVE_POLICIES[release-builds].registry: required"),
@@ -85,17 +103,42 @@ def test_a_policy_is_found_by_name_regardless_of_case() -> None:
         ({"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "filter": "x" * 1025}, "ARCHIVE_POLICIES[p1].filter"),
         ({"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "filter": "a\x00b"}, "ARCHIVE_POLICIES[p1].filter"),
         ({"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "filter": 3}, "ARCHIVE_POLICIES[p1].filter"),
-        ({"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "isArchiveEnabled": "false"}, "ARCHIVE_POLICIES[p1].isArchiveEnabled"),
-        ({"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "isArchiveEnabled": 0}, "ARCHIVE_POLICIES[p1].isArchiveEnabled"),
-        ({"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "isArchiveEnable": False}, "ARCHIVE_POLICIES[p1].isArchiveEnable:"),
+        (
+            {"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "isArchiveEnabled": "false"},
+            "ARCHIVE_POLICIES[p1].isArchiveEnabled",
+        ),
+        (
+            {"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "isArchiveEnabled": 0},
+            "ARCHIVE_POLICIES[p1].isArchiveEnabled",
+        ),
+        (
+            {"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "isArchiveEnable": False},
+            "ARCHIVE_POLICIES[p1].isArchiveEnable:",
+        ),
         ({"name": "p1", "registry": f"{SUB}/rg/platformRegistry", "a b\n": 1}, "ARCHIVE_POLICIES[p1].(a key):"),
         ("release-builds", "ARCHIVE_POLICIES[0]: must be a JSON object"),
     ],
     ids=[
-        "registry-name-only", "registry-subscription-not-guid", "registry-group-ends-in-dot", "registry-name-with-hyphen",
-        "registry-id-of-a-run", "registry-missing", "registry-not-a-string", "name-with-space", "name-not-a-string",
-        "name-too-long", "filter-empty", "filter-blank", "filter-too-long", "filter-control-character", "filter-not-a-string",
-        "flag-string", "flag-number", "unknown-key", "unknown-key-not-an-identifier", "policy-not-an-object",
+        "registry-name-only",
+        "registry-subscription-not-guid",
+        "registry-group-ends-in-dot",
+        "registry-name-with-hyphen",
+        "registry-id-of-a-run",
+        "registry-missing",
+        "registry-not-a-string",
+        "name-with-space",
+        "name-not-a-string",
+        "name-too-long",
+        "filter-empty",
+        "filter-blank",
+        "filter-too-long",
+        "filter-control-character",
+        "filter-not-a-string",
+        "flag-string",
+        "flag-number",
+        "unknown-key",
+        "unknown-key-not-an-identifier",
+        "policy-not-an-object",
     ],
 )
 def test_a_malformed_policy_names_the_policy_and_the_field(policy: Any, expected: str) -> None:
@@ -106,7 +149,9 @@ def test_a_malformed_policy_names_the_policy_and_the_field(policy: Any, expected
 def test_a_policy_registry_must_pass_allowed_registries() -> None:
     """Checked when the settings are read, by name or by triple, case-insensitive."""
     policy = {"name": "release-builds", "registry": f"{SUB}/rg/platformRegistry"}
-    assert "ARCHIVE_POLICIES[release-builds].registry: is not in ALLOWED_REGISTRIES" in problem([policy], ALLOWED_REGISTRIES="otherRegistry")
+    assert "ARCHIVE_POLICIES[release-builds].registry: is not in ALLOWED_REGISTRIES" in problem(
+        [policy], ALLOWED_REGISTRIES="otherRegistry"
+    )
     assert read([policy], ALLOWED_REGISTRIES="PLATFORMREGISTRY").archive_policies[0].name == "release-builds"
     assert read([policy], ALLOWED_REGISTRIES=f"{SUB}/RG/platformregistry").archive_policies[0].name == "release-builds"
 
@@ -120,17 +165,29 @@ def test_names_are_unique_regardless_of_case() -> None:
 
 def test_every_problem_of_every_policy_is_named_at_once() -> None:
     """Two broken policies and two broken fields: four problems in one error."""
-    text = problem([
-        {"name": "a1", "registry": "x", "isArchiveEnabled": "yes"},
-        {"name": "b2", "registry": f"{SUB}/rg/platformRegistry", "filter": "", "extra": 1},
-    ])
+    text = problem(
+        [
+            {"name": "a1", "registry": "x", "isArchiveEnabled": "yes"},
+            {"name": "b2", "registry": f"{SUB}/rg/platformRegistry", "filter": "", "extra": 1},
+        ]
+    )
     for part in ("[a1].registry", "[a1].isArchiveEnabled", "[b2].filter", "[b2].extra"):
         assert f"ARCHIVE_POLICIES{part}" in text
 
 
 @pytest.mark.parametrize(
     "text",
-    ["{}", '"x"', "[", "[NaN]", "[Infinity]", "[1e99999]", "[" * 50000 + "]" * 50000, '[{"name": "a", "name": "b"}]', "[1" + "0" * 5000 + "]"],
+    [
+        "{}",
+        '"x"',
+        "[",
+        "[NaN]",
+        "[Infinity]",
+        "[1e99999]",
+        "[" * 50000 + "]" * 50000,
+        '[{"name": "a", "name": "b"}]',
+        "[1" + "0" * 5000 + "]",
+    ],
     ids=["object", "string", "truncated", "nan", "infinity", "huge-float", "nested-deeply", "duplicate-key", "past-digit-limit"],
 )
 def test_a_document_that_is_not_a_json_array_of_policies_is_malformed(text: str) -> None:

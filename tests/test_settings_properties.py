@@ -7,7 +7,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from urllib3.util import parse_url
 
 from shared.errors import ConfigurationError
@@ -20,8 +21,36 @@ MARKER = "Z~9-marker"  # "~" is in no name, host, number or schedule, so a well-
 FREE_TEXT = ("WEBHOOK_SECRET", "OUTCOME_FILE", "ServiceBusConnection")  # a secret, a path, a key: any text
 ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=80) | st.text(max_size=40)
 URL_PIECES = st.sampled_from(
-    ["https://", "http://", "HTTPS://", "//", "[", "]", "::1", "127.0.0.1", "localhost", "management.azure.com", ":", "443",
-     "99999", "0", "@", "\\", "/", "?", "#", "%2f", "%00", " ", "\t", "xn--bcher-kva.example", "bücher.example", ".", "-", "user:pw"]
+    [
+        "https://",
+        "http://",
+        "HTTPS://",
+        "//",
+        "[",
+        "]",
+        "::1",
+        "127.0.0.1",
+        "localhost",
+        "management.azure.com",
+        ":",
+        "443",
+        "99999",
+        "0",
+        "@",
+        "\\",
+        "/",
+        "?",
+        "#",
+        "%2f",
+        "%00",
+        " ",
+        "\t",
+        "xn--bcher-kva.example",
+        "bücher.example",
+        ".",
+        "-",
+        "user:pw",
+    ]
 )
 
 
@@ -59,14 +88,20 @@ def test_an_error_never_holds_the_value(name: str, before: str, after: str) -> N
 @pytest.mark.parametrize("name", ["WEBHOOK_SECRET", "ServiceBusConnection"])
 def test_a_secret_setting_stays_out_of_the_settings_repr(name: str) -> None:
     """Logging the Settings object (repr or str) never prints the webhook secret or the connection string."""
-    secret = {"WEBHOOK_SECRET": MARKER, "ServiceBusConnection": f"Endpoint=sb://ns/;SharedAccessKeyName=k;SharedAccessKey={MARKER}"}[name]
+    secret = {
+        "WEBHOOK_SECRET": MARKER,
+        "ServiceBusConnection": f"Endpoint=sb://ns/;SharedAccessKeyName=k;SharedAccessKey={MARKER}",
+    }[name]
     read = Settings.from_env({**GOOD, name: secret})
     assert MARKER not in repr(read) and MARKER not in str(read)
 
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | ANY_TEXT,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(ANY_TEXT | st.sampled_from(["name", "registry", "filter", "isArchiveEnabled"]), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(ANY_TEXT | st.sampled_from(["name", "registry", "filter", "isArchiveEnabled"]), children, max_size=5)
+    ),
     max_leaves=20,
 )
 POLICY = st.fixed_dictionaries(
@@ -101,12 +136,16 @@ def test_any_policy_document_is_policies_or_a_configuration_error(policies: list
 @EXAMPLES
 @given(pieces=st.lists(URL_PIECES, min_size=1, max_size=8))
 def test_an_accepted_arm_endpoint_means_one_origin_to_every_parser(pieces: list[str]) -> None:
-    """An ARM_ENDPOINT that is accepted is read the same by urllib3 (which connects) and urllib.parse, and is https off loopback."""
+    """An ARM_ENDPOINT that is accepted reads the same to urllib3 (which connects) and urllib.parse; https off loopback."""
     answer = outcome({"ARM_ENDPOINT": "".join(pieces)})
     if isinstance(answer, ConfigurationError):
         return
     endpoint = answer.arm_endpoint
     connects, splits = parse_url(endpoint), urlsplit(endpoint)
-    assert (connects.scheme, connects.host, connects.port) == (splits.scheme, splits.netloc.rsplit(":", 1)[0] if splits.port else splits.netloc, splits.port)
+    assert (connects.scheme, connects.host, connects.port) == (
+        splits.scheme,
+        splits.netloc.rsplit(":", 1)[0] if splits.port else splits.netloc,
+        splits.port,
+    )
     assert connects.auth is None and connects.path in (None, "") and connects.query is None and connects.fragment is None
     assert connects.scheme == "https" or is_loopback((connects.host or "").strip("[]"))
