@@ -4,8 +4,10 @@ Each setting is declared once, as a field of `Settings` made by `setting(...)`: 
 default, parser and documentation. `SETTING_NAMES`, `Settings.from_env`, the README's configuration
 table (`settings_table`) and the health check (`missing_settings`) are all derived from those fields.
 
-pydantic-settings would give the same shape, but importing it costs about 0.18 s here, as much as the
-whole app's cold start; a dataclass with field metadata costs nothing.
+pydantic-settings would give the same shape, but importing it and building one settings class costs
+about 0.18 s here, nearly the app's whole 0.2 s cold start; a dataclass with field metadata costs nothing
+the app does not import anyway. Rules that need no declaration of their own: an empty value is unset,
+a value of only whitespace is malformed, and an unresolved Key Vault reference says so (`_parse`).
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Build settings from `env`; raise one ConfigurationError naming every missing or malformed setting."""
+        """Build settings from `env`; raise one ConfigurationError naming every malformed setting."""
         values: dict[str, Any] = {}
         problems: dict[str, str] = {}
         for declared in fields(cls):
