@@ -188,3 +188,32 @@ def test_an_unmet_outcome_destination_is_worded_as_alternatives() -> None:
     assert "OUTCOME_FILE, or OUTCOME_TOPIC_NAME with one of" in destination.why
     with pytest.raises(ConfigurationError, match="OUTCOME_TOPIC_NAME needs a namespace"):
         Settings.from_env({"OUTCOME_TOPIC_NAME": "t"}).require_outcome_destination()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "attribute", "parsed"),
+    [
+        ("ARM_WRITE_RESERVE", "0", "arm_write_reserve", 0),
+        ("ARM_MAX_ATTEMPTS", "1", "arm_max_attempts", 1),
+        ("ARM_RETRY_MAX_SECONDS", "0", "arm_retry_max_seconds", 0.0),
+        ("LRO_TIMEOUT_SECONDS", "0", "lro_timeout_seconds", 0.0),
+        ("ARCHIVE_POLICY_LOOKBACK_DAYS", "0.5", "archive_policy_lookback_days", 0.5),
+        ("MAX_DELIVERY_COUNT", "2000", "max_delivery_count", 2000),
+        ("ARM_MAX_ATTEMPTS", "100", "arm_max_attempts", 100),
+    ],
+    ids=["no-write-reserve", "one-attempt", "no-retry-wait", "no-lro-wait", "half-a-day", "top-delivery-count", "top-attempts"],
+)
+def test_numbers_at_the_edges_of_their_range_are_accepted(name: str, value: str, attribute: str, parsed: float) -> None:
+    """The bounds themselves are in range: zero where zero means "none", the maximum where one is set."""
+    assert getattr(Settings.from_env({name: value}), attribute) == parsed
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MAX_DELIVERY_COUNT", "2001"), ("ARM_MAX_ATTEMPTS", "101"), ("ARM_TIMEOUT_SECONDS", "3600.5")],
+    ids=["delivery-count-past-top", "attempts-past-top", "timeout-past-an-hour"],
+)
+def test_numbers_past_their_range_are_malformed(name: str, value: str) -> None:
+    """Just past the maximum is refused, naming the setting."""
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env({name: value})
