@@ -217,3 +217,18 @@ def test_numbers_past_their_range_are_malformed(name: str, value: str) -> None:
     """Just past the maximum is refused, naming the setting."""
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=a2V5+/==",
+        "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
+        "endpoint=sb://ns.servicebus.windows.net/;SharedAccessSignature=SharedAccessSignature sr=x&sig=y%3D&se=1&skn=k;EntityPath=q",
+        "Endpoint=sb://localhost:5672;SharedAccessKeyName=k;SharedAccessKey=v",
+    ],
+    ids=["portal-key-with-padding", "local-emulator", "signature-and-entity-path", "host-with-port"],
+)
+def test_service_bus_connection_strings_as_azure_writes_them_are_accepted(connection: str) -> None:
+    """The portal's, the emulator's and a SAS form all read, kept exactly as written."""
+    assert Settings.from_env({"ServiceBusConnection": connection}).servicebus_connection_string == connection
