@@ -15,7 +15,7 @@ from shared.events import decode_json, is_validation_event
 from shared.outcome import Inbound, new_correlation_id
 from shared.runtime import Runtime
 from shared.service import Archiver, Result, log_outcome
-from shared.settings import unmet_requirements
+from shared.settings import missing_settings, unmet_requirements
 
 __all__ = ["HttpReply", "HttpRequestLike", "MAX_BATCH", "MAX_BODY_BYTES", "archive_events", "arm_patch", "health", "webhook_options"]
 
@@ -67,7 +67,7 @@ def health(runtime: Runtime) -> HttpReply:
         settings = runtime.settings_without(invalid)
     unmet = unmet_requirements(settings)
     if unmet or invalid:
-        missing = [name for requirement in unmet for name in requirement.names]
+        missing = missing_settings(settings)
         detail += [f"{requirement.names[0]}: {requirement.why}" for requirement in unmet]
         return HttpReply(503, {"status": "unhealthy", "missingSettings": missing, "invalidSettings": invalid, "detail": detail})
     return HttpReply(200, {"status": "ok", "outcomeDestination": "file" if settings.outcome_file else "servicebus"})
