@@ -246,6 +246,8 @@ def settings_table() -> str:
 
 
 def _parse(raw: str, parser: Callable[..., Any], *context: Any) -> Any:
+    if not isinstance(raw, str):  # a local.settings.json may hold 4 or true where the environment holds "4"
+        raise Malformed("must be a string")
     value = raw.strip()
     if not value:
         raise Malformed("holds only whitespace: leave it empty to unset it")

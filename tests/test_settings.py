@@ -232,3 +232,13 @@ def test_numbers_past_their_range_are_malformed(name: str, value: str) -> None:
 def test_service_bus_connection_strings_as_azure_writes_them_are_accepted(connection: str) -> None:
     """The portal's, the emulator's and a SAS form all read, kept exactly as written."""
     assert Settings.from_env({"ServiceBusConnection": connection}).servicebus_connection_string == connection
+
+
+@pytest.mark.parametrize("value", [4, True, None, ["a"], {"a": 1}, 1.5], ids=["int", "bool", "null", "list", "object", "float"])
+def test_a_value_that_is_not_a_string_is_malformed(value: object) -> None:
+    """A settings file's JSON value that is not a string is named, not crashed on (None is unset, as absent)."""
+    if value is None:
+        assert Settings.from_env({"ARM_MAX_ATTEMPTS": value}) == DEFAULTS  # type: ignore[dict-item]
+        return
+    with pytest.raises(ConfigurationError, match="ARM_MAX_ATTEMPTS: must be a string"):
+        Settings.from_env({"ARM_MAX_ATTEMPTS": value})  # type: ignore[dict-item]

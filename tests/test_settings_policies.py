@@ -195,3 +195,10 @@ def test_a_document_that_is_not_a_json_array_of_policies_is_malformed(text: str)
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_env({"ARCHIVE_POLICIES": text})
     assert caught.value.settings == ("ARCHIVE_POLICIES",)
+
+
+def test_pretty_printed_policies_are_read() -> None:
+    """JSON's own whitespace (newlines, indentation) is fine in ARCHIVE_POLICIES, unlike in other settings."""
+    text = json.dumps([{"name": "nightly", "registry": f"{SUB}/rg/platformRegistry"}], indent=2)
+    assert "\n" in text
+    assert Settings.from_env({"ARCHIVE_POLICIES": text}).archive_policies[0].name == "nightly"
