@@ -224,7 +224,7 @@ def test_numbers_past_their_range_are_malformed(name: str, value: str) -> None:
     [
         "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=a2V5+/==",
         "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;",
-        "endpoint=sb://ns.servicebus.windows.net/;SharedAccessSignature=SharedAccessSignature sr=x&sig=y%3D&se=1&skn=k;EntityPath=q",
+        "endpoint=sb://ns.servicebus.windows.net/;SharedAccessSignature=SharedAccessSignature sr=x&sig=y%3D&se=1;EntityPath=q",
         "Endpoint=sb://localhost:5672;SharedAccessKeyName=k;SharedAccessKey=v",
     ],
     ids=["portal-key-with-padding", "local-emulator", "signature-and-entity-path", "host-with-port"],
