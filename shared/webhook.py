@@ -15,7 +15,7 @@ from shared.events import decode_json, is_validation_event
 from shared.outcome import Inbound, new_correlation_id
 from shared.runtime import Runtime
 from shared.service import Archiver, Result, log_outcome
-from shared.settings import missing_settings
+from shared.settings import missing_settings, unmet_requirements
 
 __all__ = ["HttpReply", "HttpRequestLike", "MAX_BATCH", "MAX_BODY_BYTES", "archive_events", "arm_patch", "health", "webhook_options"]
 
@@ -58,14 +58,18 @@ class HttpReply:
 def health(runtime: Runtime) -> HttpReply:
     """200 when the app can run; 503 naming the missing or malformed settings, never their values."""
     invalid: list[str] = []
+    detail: list[str] = []
     try:
         settings = runtime.settings()
     except ConfigurationError as error:
         invalid = list(error.settings)
+        detail.append(error.message)  # names and rules only: parsers never quote a value
         settings = runtime.settings_without(invalid)
-    missing = missing_settings(settings)
-    if missing or invalid:
-        return HttpReply(503, {"status": "unhealthy", "missingSettings": missing, "invalidSettings": invalid})
+    unmet = unmet_requirements(settings)
+    if unmet or invalid:
+        missing = missing_settings(settings)
+        detail += [f"{requirement.names[0]}: {requirement.why}" for requirement in unmet]
+        return HttpReply(503, {"status": "unhealthy", "missingSettings": missing, "invalidSettings": invalid, "detail": detail})
     return HttpReply(200, {"status": "ok", "outcomeDestination": "file" if settings.outcome_file else "servicebus"})
 
 

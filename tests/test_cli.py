@@ -263,7 +263,7 @@ def test_a_malformed_connection_string_is_named_never_shown() -> None:
     """A bad ServiceBusConnection is reported by name; its value never appears."""
     secret = "Endpoint=nonsense;SharedAccessKey=do-not-print-me"
     result = cli("send", json.dumps(EVENT), env={**SETTINGS, "ServiceBusConnection": secret})
-    assert_one_line_error(result, 2, "ServiceBusConnection is not a valid")
+    assert_one_line_error(result, 2, "ServiceBusConnection")
     assert "do-not-print-me" not in result.err + result.out
 
 
