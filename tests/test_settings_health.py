@@ -18,11 +18,10 @@ CASES = [case for case in malformed_cases() if "\x00" not in case[1]]  # a proce
 @pytest.fixture
 def health(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[dict[str, str]], tuple[int, dict[str, Any], str]]:
     """Ask the app's real health function, with the environment holding exactly `env`."""
-    function = functions()["health"]
-
     def ask(env: dict[str, str]) -> tuple[int, dict[str, Any], str]:
         isolate_environment(monkeypatch, env)
-        response = function(http_request("GET", "health"))
+        # a new app for each environment, as the host restarts the worker when app settings change
+        response = functions()["health"](http_request("GET", "health"))
         return response.status_code, response_json(response), response.get_body().decode()
 
     return ask
