@@ -44,9 +44,11 @@ class ArchiverError(Exception):
     reschedule_after: float | None = None
     """Set when ARM asked to wait longer than the retry budget left: worth re-scheduling, not holding."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, attempts: int = 0, reschedule_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.attempts = attempts
+        self.reschedule_after = reschedule_after
 
 
 class ConfigurationError(ArchiverError):
@@ -103,8 +105,10 @@ class ArmError(ArchiverError):
         request_id: str | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        attempts: int = 0,
+        reschedule_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, attempts=attempts, reschedule_after=reschedule_after)
         self.code = code
         self.status = status
         self.request_id = request_id
@@ -117,24 +121,24 @@ class ArmError(ArchiverError):
 class ArmUnavailable(ArmError):
     """ARM could not be reached, timed out, or sent an answer that cannot be read."""
 
-    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
-        super().__init__(message, code="ArmUnavailable", status=status, request_id=request_id, retryable=True)
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message, code="ArmUnavailable", status=status, request_id=request_id, retryable=True, attempts=attempts)
         self.http_status = 502
 
 
 class LroTimeout(ArmError):
     """The accepted update was still running when LRO_TIMEOUT_SECONDS ran out."""
 
-    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
-        super().__init__(message, code="LroTimeout", status=status, request_id=request_id, retryable=True)
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message, code="LroTimeout", status=status, request_id=request_id, retryable=True, attempts=attempts)
         self.http_status = 504
 
 
 class LroFailed(ArmError):
     """The accepted update ended Failed or Canceled."""
 
-    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
-        super().__init__(message, code="LroFailed", status=status, request_id=request_id, retryable=False)
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message, code="LroFailed", status=status, request_id=request_id, retryable=False, attempts=attempts)
         self.http_status = 502
 
 
