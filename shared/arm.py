@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
 
 import requests
 import urllib3
@@ -29,7 +28,7 @@ from shared.events import ArchiveRequest
 from shared.retry import RETRYABLE_STATUSES, RetryBudget, RetryPolicy, parse_retry_after
 from shared.settings import Settings
 from shared.transport import USER_AGENT, deadline, environment_settings, new_session
-from shared.urls import same_origin
+from shared.urls import follow
 
 __all__ = ["ENVIRONMENT_NAMES", "USER_AGENT", "ArmClient", "ArmResult", "environment_settings", "new_session"]
 
@@ -221,11 +220,8 @@ class ArmClient:
             value = accepted.headers.get(header)
             if not value:
                 continue
-            try:
-                url = urljoin(run_url, value)
-            except ValueError:  # urllib.parse refuses broken IPv6 brackets, for one
-                url = ""
-            if same_origin(url, self._settings.arm_endpoint):
+            url = follow(value, run_url, self._settings.arm_endpoint)
+            if url is not None:
                 return kind, url
             # The token must stay on ARM_ENDPOINT's origin (contract §3, §7): poll the run instead. The
             # URL itself is not logged: it is hostile input, and could forge log lines.

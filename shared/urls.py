@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.models import PreparedRequest
 from urllib3.util import parse_url
 
-__all__ = ["Origin", "origin", "same_origin"]
+__all__ = ["Origin", "follow", "origin", "same_origin"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # What ARM sends: printable ASCII without a backslash (space, tab, CR/LF, DEL and every non-ASCII
@@ -25,7 +25,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PRINTABLE = re.compile(r"[!-\[\]-~]+")
 # scheme://host[:port]/…: a DNS name or IPv4 literal, or an IPv6 literal in brackets; the port plain
 # digits without a leading zero. No '@', no '%', so no userinfo and no percent-encoded host.
-_AUTHORITY = re.compile(r"(?i)(https?)://([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::([1-9][0-9]{0,4}))?(?=[/?#]|$)")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_AUTHORITY = re.compile(rf"(?i)(https?)://({_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::([1-9][0-9]{{0,4}}))?(?=[/?#]|$)")
 
 
 class Origin(NamedTuple):
@@ -68,6 +69,19 @@ def same_origin(url: str, endpoint: str) -> bool:
     """True when `url` connects to exactly `endpoint`'s scheme, host and port."""
     target = origin(url)
     return target is not None and target == origin(endpoint)
+
+
+def follow(reference: str, base: str, endpoint: str) -> str | None:
+    """The absolute URL a header such as Location points to, resolved against `base`, when it is on
+    `endpoint`'s origin; None otherwise. The raw reference is judged too: urljoin silently drops tabs
+    and newlines, which would turn a URL two parsers read differently into one they agree on."""
+    if not isinstance(reference, str) or not _PRINTABLE.fullmatch(reference):
+        return None
+    try:
+        url = urljoin(base, reference)
+    except ValueError:  # urllib.parse refuses broken IPv6 brackets, for one
+        return None
+    return url if same_origin(url, endpoint) else None
 
 
 def _normalise(scheme: str | None, host: str | None, port: int | None) -> Origin | None:
