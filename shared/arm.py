@@ -111,7 +111,8 @@ class ArmClient:
         if response.status_code in (201, 202):
             run = self._poll(call, url, response)
         if not isinstance(run, dict):
-            raise ArmUnavailable(f"ARM answered {response.status_code} without a Run", request_id=request_id, attempts=call.patches)
+            message = f"ARM answered {response.status_code} without a Run"
+            raise ArmUnavailable(message, request_id=request_id, attempts=call.patches)
         return ArmResult(run, response.status_code, call.patches, request_id)
 
     def _send(self, call: _Call, request: _Request) -> tuple[requests.Response, Any]:

@@ -46,7 +46,9 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, settings: Settings, *, base_seconds: float = 0.5, poll_seconds: float = 0.25) -> RetryPolicy:
         """ARM_MAX_ATTEMPTS and ARM_RETRY_MAX_SECONDS as a policy."""
-        return cls(settings.arm_max_attempts, settings.arm_retry_max_seconds, base_seconds=base_seconds, poll_seconds=poll_seconds)
+        return cls(
+            settings.arm_max_attempts, settings.arm_retry_max_seconds, base_seconds=base_seconds, poll_seconds=poll_seconds
+        )
 
     def budget(self) -> RetryBudget:
         """Fresh state for one event."""

@@ -41,7 +41,7 @@ def origin(url: str) -> Origin | None:
     """The origin both parsers agree `url` connects to, or None when they differ or cannot use it."""
     if not isinstance(url, str) or not _PRINTABLE.fullmatch(url):
         return None
-    strict = _AUTHORITY.match(url)
+    strict = _AUTHORITY.match(url)  # no userinfo can pass it: '@' is not in its alphabet
     if strict is None:
         return None
     try:
@@ -51,8 +51,6 @@ def origin(url: str) -> Origin | None:
         split = urlsplit(url)
         split_port = split.port
     except (requests.RequestException, ValueError, UnicodeError):  # InvalidURL, LocationParseError, bad port
-        return None
-    if connected.auth is not None or split.username is not None or split.password is not None:
         return None
     views = {
         _normalise(strict.group(1), strict.group(2), int(strict.group(3)) if strict.group(3) else None),
