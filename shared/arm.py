@@ -15,15 +15,17 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import urllib3
 
 from shared.auth import TokenProvider
-from shared.errors import ArmError, ArmUnavailable, LroFailed, LroTimeout, TokenUnavailable
+from shared.errors import ArmError, ArmUnavailable, LroFailed, LroTimeout, TokenUnavailable, UnsafeLink
 from shared.events import ArchiveRequest
 from shared.retry import RETRYABLE_STATUSES, RetryBudget, RetryPolicy, parse_retry_after
 from shared.settings import Settings
@@ -43,6 +45,12 @@ ENVIRONMENT_NAMES = (
 """What requests reads from the environment for a request (besides ~/.netrc); the Runtime rebuilds
 the ArmClient when one of them changes."""
 
+MAX_PAGES = 1000
+"""A listing longer than this is ARM misbehaving: it ends as UnsafeLink rather than running forever."""
+_REGISTRY_PATH = re.compile(
+    r"/subscriptions/[0-9A-Fa-f-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.ContainerRegistry/registries/[A-Za-z0-9]{5,50}",
+    re.ASCII,
+)
 _TRANSPORT_FAILURES: tuple[tuple[type[Exception], str], ...] = (
     (requests.Timeout, "timed out"),
     (requests.exceptions.ChunkedEncodingError, "was cut off mid-answer"),
@@ -114,6 +122,39 @@ class ArmClient:
             message = f"ARM answered {response.status_code} without a Run"
             raise ArmUnavailable(message, request_id=request_id, attempts=call.patches)
         return ArmResult(run, response.status_code, call.patches, request_id)
+
+    def list_runs(self, registry_path: str, filter: str | None = None, top: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Runs - List of one registry, page by page (contract §8), following nextLink on ARM's origin only.
+
+        `registry_path` is `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ContainerRegistry/registries/{r}`.
+        Pages already yielded stay yielded when a later one fails: a sweep keeps what it listed. Every page
+        follows the retry and error rules of §3, under one budget for the whole listing.
+        """
+        if not _REGISTRY_PATH.fullmatch(registry_path):
+            raise ValueError("registry_path is not a registry resource path")
+        url = self._settings.arm_endpoint + registry_path + "/runs" + self._query
+        if filter:
+            url += "&$filter=" + quote(filter, safe="")
+        if top is not None:
+            url += f"&$top={int(top)}"
+        call, seen = _Call(self._policy.budget()), set()
+        while True:
+            seen.add(url)
+            response, body = self._send(call, _Request("GET", url))
+            request_id = response.headers.get("x-ms-request-id")
+            runs = body.get("value") if isinstance(body, dict) else None
+            if not isinstance(runs, list):
+                raise ArmUnavailable(f"ARM answered {response.status_code} without a run list", request_id=request_id)
+            yield [run for run in runs if isinstance(run, dict)]
+            link = body.get("nextLink")
+            if not link:
+                return
+            following = follow(link, url, self._settings.arm_endpoint)
+            if following is None:
+                raise UnsafeLink("nextLink is not on ARM_ENDPOINT's origin; the listing stops here", request_id=request_id)
+            if following in seen or len(seen) >= MAX_PAGES:
+                raise UnsafeLink(f"nextLink loops or passes {MAX_PAGES} pages; the listing stops here", request_id=request_id)
+            url = following
 
     def _send(self, call: _Call, request: _Request) -> tuple[requests.Response, Any]:
         """One ARM request under the retry policy; returns the response and its decoded JSON body."""

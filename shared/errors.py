@@ -9,7 +9,8 @@
     ├── ArmError                  ARM answered, or could not be reached (keeps status, code, request id)
     │   ├── ArmUnavailable        connection error, timeout or unreadable answer (transient)
     │   ├── LroTimeout            an accepted update did not finish within LRO_TIMEOUT_SECONDS (transient)
-    │   └── LroFailed             the update ended Failed or Canceled (final)
+    │   ├── LroFailed             the update ended Failed or Canceled (final)
+    │   └── UnsafeLink            ARM's nextLink is not on ARM_ENDPOINT's origin, or loops (PolicyFailed, final)
     └── PublishFailed             the outcome could not be published (transient)
 
 `retryable` says whether the same event may succeed later; the queue trigger lets Service Bus redeliver
@@ -30,6 +31,7 @@ __all__ = [
     "PublishFailed",
     "RegistryNotAllowed",
     "TokenUnavailable",
+    "UnsafeLink",
 ]
 
 
@@ -139,6 +141,14 @@ class LroFailed(ArmError):
 
     def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None, attempts: int = 0) -> None:
         super().__init__(message, code="LroFailed", status=status, request_id=request_id, retryable=False, attempts=attempts)
+        self.http_status = 502
+
+
+class UnsafeLink(ArmError):
+    """A run listing's nextLink cannot be followed: another origin (the token stays home) or a loop."""
+
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
+        super().__init__(message, code="PolicyFailed", status=status, request_id=request_id, retryable=False)
         self.http_status = 502
 
 
