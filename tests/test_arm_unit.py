@@ -215,3 +215,14 @@ def test_a_token_lost_while_polling_reports_the_patch_sent(client_for: Callable[
     with pytest.raises(TokenUnavailable) as caught:
         client.update_run(REQUEST)
     assert caught.value.attempts == 1
+
+
+@pytest.mark.parametrize("retry_after", ["-5", "soon", "1e308", "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"],
+                         ids=["negative", "garbage", "huge", "absurd-date"])
+def test_an_unusable_retry_after_on_a_throttled_patch_is_the_backoff(client_for: Callable[..., Any], fake_time: FakeTime,
+                                                                     retry_after: str) -> None:
+    """The retry waits the jittered backoff, as without the header, and the error never escapes as a crash."""
+    client, _, _ = client_for(scripted(Reply(429, headers={"Retry-After": retry_after})))
+    assert client.update_run(REQUEST).attempts == 2
+    (wait,) = fake_time.sleeps
+    assert 0.25 <= wait <= 0.5
