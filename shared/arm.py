@@ -1,34 +1,42 @@
 """The ARM call (contract §3): Runs - Update with retries, throttling and 201 polling.
 
 https://learn.microsoft.com/rest/api/containerregistry/runs/update (api-version 2019-04-01)
+
+One request goes through three layers, each one idea: `_send` retries by the RetryPolicy, `_authorized`
+refreshes the token once on a 401 (as azure-core's BearerTokenCredentialPolicy.on_challenge wraps the
+send), `_transmit` is one HTTP exchange under the ARM_TIMEOUT_SECONDS deadline. Transport exceptions
+become ArmUnavailable through one table, `_TRANSPORT_FAILURES`.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 
 from shared.auth import TokenProvider
-from shared.errors import ArchiverError, ArmError, ArmUnavailable, LroFailed, LroTimeout
+from shared.errors import ArmError, ArmUnavailable, LroFailed, LroTimeout, TokenUnavailable, UnsafeLink
 from shared.events import ArchiveRequest
-from shared.retry import RETRYABLE_STATUSES, RetryBudget, parse_retry_after
+from shared.retry import RETRYABLE_STATUSES, RetryBudget, RetryPolicy, parse_retry_after
 from shared.settings import Settings
+from shared.transport import USER_AGENT, deadline, environment_settings, new_session
+from shared.urls import follow
 
-__all__ = ["ENVIRONMENT_NAMES", "ArmClient", "ArmResult", "environment_settings", "new_session"]
+__all__ = ["ENVIRONMENT_NAMES", "USER_AGENT", "ArmClient", "ArmResult", "environment_settings", "new_session"]
 
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
-USER_AGENT = "acr-run-archiver/1.0 python-requests"
 _BODIES = {flag: json.dumps({"isArchiveEnabled": flag}).encode() for flag in (True, False)}
 ENVIRONMENT_NAMES = (
     "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy",
@@ -36,6 +44,25 @@ ENVIRONMENT_NAMES = (
 )
 """What requests reads from the environment for a request (besides ~/.netrc); the Runtime rebuilds
 the ArmClient when one of them changes."""
+
+MAX_PAGES = 1000
+"""A listing longer than this is ARM misbehaving: it ends as UnsafeLink rather than running forever."""
+_REGISTRY_PATH = re.compile(
+    r"/subscriptions/[0-9A-Fa-f-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.ContainerRegistry/registries/[A-Za-z0-9]{5,50}",
+    re.ASCII,
+)
+_TRANSPORT_FAILURES: tuple[tuple[type[Exception], str], ...] = (
+    (requests.Timeout, "timed out"),
+    (requests.exceptions.ChunkedEncodingError, "was cut off mid-answer"),
+    (requests.exceptions.ContentDecodingError, "sent an answer that cannot be decoded"),
+    (requests.ConnectionError, "lost the connection"),
+    (requests.RequestException, "failed"),
+    # requests wraps these as a rule; a raw one escaping it is no less a transport failure.
+    (urllib3.exceptions.HTTPError, "failed in urllib3"),
+    (http.client.HTTPException, "sent an answer that is not HTTP"),
+)
+"""Every foreign exception of one exchange, and what it means, in one place (httpx map_exceptions)."""
+_TRANSPORT_TYPES = tuple(kind for kind, _ in _TRANSPORT_FAILURES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +74,6 @@ class ArmResult:
     """Status of the PATCH answer: 200, or 201 when the update was polled."""
     attempts: int
     request_id: str | None
-
-
-def new_session(pool_size: int = 64) -> requests.Session:
-    """The process's one Session; its pool is sized so concurrent invocations reuse connections."""
-    session = requests.Session()
-    # With trust_env on, requests scans the whole environment twice per request for proxy variables
-    # and looks for ~/.netrc (a quarter of the ARM call's CPU time, docs/performance.md). ArmClient
-    # resolves the proxies and CA bundle once instead (environment_settings); ~/.netrc is not
-    # consulted at all, so its credentials can never replace the bearer token.
-    session.trust_env = False
-    # Retries are ours (bounded by the contract's budget), so urllib3 must not retry on its own.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-    return session
 
 
 class ArmClient:
@@ -78,18 +89,22 @@ class ArmClient:
         clock: Callable[[], float] = time.monotonic,
         backoff_base: float = 0.5,
         poll_interval: float = 0.25,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self._session = session
         self._tokens = tokens
         self._settings = settings
         self._sleep = sleep
         self._clock = clock
-        self._backoff_base = backoff_base
-        self._poll_interval = poll_interval
-        self._origin = _origin(settings.arm_endpoint)
+        self._policy = policy or RetryPolicy.from_settings(settings, base_seconds=backoff_base, poll_seconds=poll_interval)
         self._timeout = settings.arm_timeout_seconds
         self._query = f"?api-version={settings.arm_api_version}"
         self._environment = environment_settings(settings.arm_endpoint)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry rule every call of this client follows."""
+        return self._policy
 
     def run_url(self, request: ArchiveRequest) -> str:
         """The Runs - Update URL of the request, under ARM_ENDPOINT."""
@@ -97,98 +112,149 @@ class ArmClient:
 
     def update_run(self, request: ArchiveRequest) -> ArmResult:
         """PATCH isArchiveEnabled, poll a 201 to its end, and return the final Run."""
-        call = _Call(RetryBudget(self._settings.arm_max_attempts, self._settings.arm_retry_max_seconds, self._backoff_base))
+        call = _Call(self._policy.budget())
         url = self.run_url(request)
-        try:
-            response, run = self._send(call, "PATCH", url, _BODIES[request.is_archive_enabled])
-            request_id = response.headers.get("x-ms-request-id")
-            if response.status_code in (201, 202):
-                run = self._poll(call, url, response)
-            if not isinstance(run, dict):
-                raise ArmUnavailable(f"ARM answered {response.status_code} without a Run", request_id=request_id)
-            return ArmResult(run, response.status_code, call.patches, request_id)
-        except ArchiverError as error:
-            error.attempts = call.patches
-            raise
+        response, run = self._send(call, _Request("PATCH", url, _BODIES[request.is_archive_enabled], counted=True))
+        request_id = response.headers.get("x-ms-request-id")
+        if response.status_code in (201, 202):
+            run = self._poll(call, url, response)
+        if not isinstance(run, dict):
+            message = f"ARM answered {response.status_code} without a Run"
+            raise ArmUnavailable(message, request_id=request_id, attempts=call.patches)
+        return ArmResult(run, response.status_code, call.patches, request_id)
 
-    def _send(self, call: _Call, method: str, url: str, body: bytes | None = None) -> tuple[requests.Response, Any]:
-        """One ARM request with the retry policy; returns the response and its decoded JSON body."""
-        attempts = 0
-        refreshed = False
+    def list_runs(self, registry_path: str, filter: str | None = None, top: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Runs - List of one registry, page by page (contract §8), following nextLink on ARM's origin only.
+
+        `registry_path` is `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ContainerRegistry/registries/{r}`.
+        Pages already yielded stay yielded when a later one fails: a sweep keeps what it listed. Every page
+        follows the retry and error rules of §3, under one budget for the whole listing.
+        """
+        if not _REGISTRY_PATH.fullmatch(registry_path):
+            raise ValueError("registry_path is not a registry resource path")
+        url = self._settings.arm_endpoint + registry_path + "/runs" + self._query
+        if filter:
+            url += "&$filter=" + quote(filter, safe="")
+        if top is not None:
+            url += f"&$top={int(top)}"
+        call, seen = _Call(self._policy.budget()), set()
         while True:
-            token = self._tokens.token()
-            attempts += 1
-            if method == "PATCH":
-                call.patches += 1
-            retry_after: float | None = None
+            seen.add(url)
+            response, body = self._send(call, _Request("GET", url))
+            request_id = response.headers.get("x-ms-request-id")
+            runs = body.get("value") if isinstance(body, dict) else None
+            if not isinstance(runs, list):
+                raise ArmUnavailable(f"ARM answered {response.status_code} without a run list", request_id=request_id)
+            yield [run for run in runs if isinstance(run, dict)]
+            link = body.get("nextLink")
+            if not link:
+                return
+            following = follow(link, url, self._settings.arm_endpoint)
+            if following is None:
+                raise UnsafeLink("nextLink is not on ARM_ENDPOINT's origin; the listing stops here", request_id=request_id)
+            if following in seen or len(seen) >= MAX_PAGES:
+                raise UnsafeLink(f"nextLink loops or passes {MAX_PAGES} pages; the listing stops here", request_id=request_id)
+            url = following
+
+    def _send(self, call: _Call, request: _Request) -> tuple[requests.Response, Any]:
+        """One ARM request under the retry policy; returns the response and its decoded JSON body."""
+        tries = _Tries()
+        while True:
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    data=body,
-                    headers=_headers(token, body is not None),
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                    **self._environment,
-                )
-                status = response.status_code
-                if status < 300:
-                    return response, _json_body(response)
-                if status == 401 and not refreshed and attempts < call.budget.max_attempts:
-                    refreshed = True
-                    log.warning("ARM answered 401 to %s %s; refreshing the token once", method, _path(url))
-                    self._tokens.refresh(token)
-                    continue
-                error = _arm_error(response)
-                if status not in RETRYABLE_STATUSES:
-                    raise error
-                retry_after = error.retry_after
-            except requests.RequestException as failure:
-                # ConnectionError, Timeout, ChunkedEncodingError (a reset mid-body) and friends.
-                error = ArmUnavailable(f"ARM {method} failed: {type(failure).__name__}")
-            except ArmUnavailable as unreadable:  # a 2xx whose body is not JSON: garbled in transit
-                error = unreadable
-            wait = call.budget.next_wait(attempts, retry_after)
+                response = self._authorized(call, request, tries)
+                if response.status_code < 300:
+                    return response, _json_body(response, call)
+                failure = _arm_error(response, call)
+            except _TRANSPORT_TYPES as error:
+                failure = ArmUnavailable(f"ARM {request.method} {_meaning(error)}: {type(error).__name__}", attempts=call.patches)
+            except _Unreadable as unreadable:  # a 2xx whose body is not JSON: garbled in transit
+                failure = unreadable.error
+            if not failure.retryable:
+                raise failure
+            wait = call.budget.next_wait(tries.sent, failure.retry_after)
             if wait is None:
-                if retry_after is not None and retry_after > call.budget.remaining:
-                    error.reschedule_after = retry_after
-                raise error
+                long_throttle = failure.retry_after is not None and failure.retry_after > call.budget.remaining
+                raise _complete(failure, call, reschedule_after=failure.retry_after if long_throttle else None)
             log.warning(
-                "ARM %s %s: %s (%s); retry %d of %d in %.2f s",
-                method, _path(url), error.code, error.status or "no answer", attempts + 1, call.budget.max_attempts, wait,
+                "ARM %s %s: %s (%s); retry %d of %d in %.2f s", request.method, request.path, failure.code,
+                failure.status or "no answer", tries.sent + 1, call.budget.max_attempts, wait,
             )
             self._sleep(wait)
 
+    def _authorized(self, call: _Call, request: _Request, tries: _Tries) -> requests.Response:
+        """Send with the cached token; on a 401, once per request, with a refreshed one.
+
+        The refreshed retry counts as an attempt (contract §3) but is not a retry of the policy: it is
+        sent even when the 401 came on the last attempt ARM_MAX_ATTEMPTS allows, so `attempts` can be
+        ARM_MAX_ATTEMPTS + 1. A rotated token is the one failure a retry is sure to fix, and a token
+        that expired between events must not turn an event into a final failure.
+        """
+        token = self._token(call, self._tokens.token)
+        response = self._transmit(call, request, token, tries)
+        if response.status_code != 401 or tries.refreshed:
+            return response
+        tries.refreshed = True
+        response.close()
+        log.warning("ARM answered 401 to %s %s; refreshing the token once", request.method, request.path)
+        token = self._token(call, lambda: self._tokens.refresh(token))
+        return self._transmit(call, request, token, tries)
+
+    def _transmit(self, call: _Call, request: _Request, token: str, tries: _Tries) -> requests.Response:
+        """One HTTP exchange, its body read, within ARM_TIMEOUT_SECONDS from connect to the last byte."""
+        tries.sent += 1
+        if request.counted:
+            call.patches += 1
+        with deadline(self._timeout):
+            response = self._session.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=_headers(token, request.body is not None),
+                timeout=self._timeout,
+                allow_redirects=False,
+                **self._environment,
+            )
+            response.content  # noqa: B018 - read the whole body before the deadline ends
+        return response
+
+    @staticmethod
+    def _token(call: _Call, fetch: Callable[[], str]) -> str:
+        try:
+            return fetch()
+        except TokenUnavailable as error:
+            raise TokenUnavailable(error.message, attempts=call.patches) from None
+
     def _poll(self, call: _Call, run_url: str, accepted: requests.Response) -> dict[str, Any]:
         """Follow an accepted (201) update until the Run's provisioningState is terminal."""
-        deadline = self._clock() + self._settings.lro_timeout_seconds
+        timeout = self._settings.lro_timeout_seconds
+        deadline_at = self._clock() + timeout
         kind, url = self._poll_target(run_url, accepted)
-        interval = parse_retry_after(accepted.headers.get("Retry-After"))
+        retry_after = parse_retry_after(accepted.headers.get("Retry-After"))
         polls = 0
         while True:
             polls += 1
-            remaining = deadline - self._clock()
+            remaining = deadline_at - self._clock()
             if remaining <= 0:
                 raise LroTimeout(
-                    f"the update was still running after {self._settings.lro_timeout_seconds:g} s ({polls - 1} polls)",
-                    status=accepted.status_code,
-                    request_id=accepted.headers.get("x-ms-request-id"),
+                    f"the update was still running after {timeout:g} s ({polls - 1} polls)",
+                    status=accepted.status_code, request_id=accepted.headers.get("x-ms-request-id"), attempts=call.patches,
                 )
-            wait = interval if interval is not None else min(self._poll_interval * 2 ** min(polls - 1, 3), 2.0)
-            self._sleep(min(wait, remaining))
-            response, body = self._send(call, "GET", url)
-            interval = parse_retry_after(response.headers.get("Retry-After"))
+            # At least MIN_POLL_SECONDS each time (a Retry-After of 0 or less is no interval), so
+            # polling never spins; only the last wait is cut short, to end at LRO_TIMEOUT_SECONDS.
+            self._sleep(min(self._policy.poll_wait(polls, retry_after), remaining))
+            response, body = self._send(call, _Request("GET", url))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if kind == "run":
                 state = _provisioning_state(body)
                 if state in TERMINAL_STATES:
-                    return _finished(body, state, accepted)
+                    return _finished(body, state, accepted, call)
             elif _operation_done(kind, response, body):
                 # The result is always the run itself; if it is not terminal yet, keep polling it.
                 kind, url = "run", run_url
-                _, run = self._send(call, "GET", run_url)
+                _, run = self._send(call, _Request("GET", run_url))
                 state = _provisioning_state(run)
                 if state in TERMINAL_STATES:
-                    return _finished(run, state, accepted)
+                    return _finished(run, state, accepted, call)
 
     def _poll_target(self, run_url: str, accepted: requests.Response) -> tuple[str, str]:
         """Azure-AsyncOperation, else Location, else the run; never a URL on another origin."""
@@ -196,23 +262,13 @@ class ArmClient:
             value = accepted.headers.get(header)
             if not value:
                 continue
-            url = urljoin(run_url, value)
-            if _origin(url) == self._origin:
+            url = follow(value, run_url, self._settings.arm_endpoint)
+            if url is not None:
                 return kind, url
-            # The token must stay on ARM_ENDPOINT's host (contract §3, §7): poll the run instead.
-            log.warning("ignoring %s on another origin (%s); polling the run itself", header, urlsplit(url).hostname)
+            # The token must stay on ARM_ENDPOINT's origin (contract §3, §7): poll the run instead. The
+            # URL itself is not logged: it is hostile input, and could forge log lines.
+            log.warning("ignoring %s that is not on ARM_ENDPOINT's origin; polling the run itself", header)
         return "run", run_url
-
-
-def environment_settings(url: str) -> dict[str, Any]:
-    """The proxies and CA bundle requests takes from the environment for `url` (HTTPS_PROXY, NO_PROXY,
-    REQUESTS_CA_BUNDLE…), resolved by requests itself, once: every request goes to this one origin."""
-    probe = requests.Session()
-    try:
-        merged = probe.merge_environment_settings(url, {}, None, None, None)
-    finally:
-        probe.close()
-    return {"proxies": merged["proxies"], "verify": merged["verify"]}
 
 
 @dataclass(slots=True)
@@ -223,6 +279,51 @@ class _Call:
     patches: int = 0
 
 
+@dataclass(slots=True)
+class _Tries:
+    """State of one request: exchanges sent (its retries and its token refresh) and whether it refreshed."""
+
+    sent: int = 0
+    refreshed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One ARM request; `counted` ones are the writes reported as `attempts` (contract §4)."""
+
+    method: str
+    url: str
+    body: bytes | None = None
+    counted: bool = False
+
+    @property
+    def path(self) -> str:
+        """The URL without origin and query, for logs."""
+        return "/" + self.url.split("?", 1)[0].split("/", 3)[-1]
+
+
+class _Unreadable(Exception):
+    """A 2xx whose body is not JSON; carries the complete error."""
+
+    def __init__(self, error: ArmUnavailable) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _meaning(error: Exception) -> str:
+    return next(what for kind, what in _TRANSPORT_FAILURES if isinstance(error, kind))
+
+
+def _complete(error: ArmError, call: _Call, *, reschedule_after: float | None) -> ArmError:
+    """The final error of a request: `error` itself, or when ARM asked for a long wait, one saying so."""
+    if reschedule_after is None:
+        return error
+    return ArmError(
+        error.message, code=error.code, status=error.status, request_id=error.request_id, retryable=error.retryable,
+        retry_after=error.retry_after, attempts=call.patches, reschedule_after=reschedule_after,
+    )
+
+
 def _headers(token: str, has_body: bool) -> dict[str, str]:
     headers = {"Authorization": "Bearer " + token, "x-ms-client-request-id": str(uuid.uuid4())}
     if has_body:
@@ -230,28 +331,28 @@ def _headers(token: str, has_body: bool) -> dict[str, str]:
     return headers
 
 
-def _json_body(response: requests.Response) -> Any:
+def _json_body(response: requests.Response, call: _Call) -> Any:
     content = response.content
     if not content:
         return None
     try:
         return json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, digits past Python's limit, nested too deeply
         # No status: the answer is as unusable as a broken connection, and a subscription filter on
         # httpStatus = 200 must not match a failure.
-        raise ArmUnavailable(
+        raise _Unreadable(ArmUnavailable(
             f"ARM answered {response.status_code} with a body that is not JSON",
-            request_id=response.headers.get("x-ms-request-id"),
-        ) from None
+            request_id=response.headers.get("x-ms-request-id"), attempts=call.patches,
+        )) from None
 
 
-def _arm_error(response: requests.Response) -> ArmError:
+def _arm_error(response: requests.Response, call: _Call) -> ArmError:
     """ARM's error envelope {"error": {"code", "message"}} as an ArmError; Http<status> when it sent none."""
     status = response.status_code
     code, message = f"Http{status}", f"ARM answered {status} {response.reason or ''}".strip()
     try:
         envelope = json.loads(response.content or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):
         envelope = None
     error = envelope.get("error") if isinstance(envelope, dict) else None
     if isinstance(error, dict):
@@ -264,6 +365,7 @@ def _arm_error(response: requests.Response) -> ArmError:
         request_id=response.headers.get("x-ms-request-id"),
         retryable=status in RETRYABLE_STATUSES,
         retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        attempts=call.patches,
     )
 
 
@@ -280,22 +382,14 @@ def _provisioning_state(run: Any) -> str | None:
     return state if isinstance(state, str) else None
 
 
-def _finished(run: dict[str, Any], state: str, accepted: requests.Response) -> dict[str, Any]:
+def _finished(run: dict[str, Any], state: str, accepted: requests.Response, call: _Call) -> dict[str, Any]:
     if state == "Succeeded":
         return run
-    detail = run.get("properties", {}).get("runErrorMessage")
+    properties = run.get("properties")
+    detail = properties.get("runErrorMessage") if isinstance(properties, dict) else None
     raise LroFailed(
         f"the update ended {state}" + (f": {detail}" if detail else ""),
         status=accepted.status_code,
         request_id=accepted.headers.get("x-ms-request-id"),
+        attempts=call.patches,
     )
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    default_port = {"https": 443, "http": 80}.get(parts.scheme)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default_port
-
-
-def _path(url: str) -> str:
-    return urlsplit(url).path

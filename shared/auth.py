@@ -56,12 +56,17 @@ class ManagedIdentityTokens:
         self._expires_at = 0.0
 
     @classmethod
-    def for_settings(cls, client_id: str | None, scope: str) -> ManagedIdentityTokens:
-        """A provider over azure-identity's ManagedIdentityCredential (user-assigned when client_id is set)."""
+    def for_settings(cls, client_id: str | None, scope: str, **credential_options: Any) -> ManagedIdentityTokens:
+        """A provider over azure-identity's ManagedIdentityCredential (user-assigned when client_id is set).
+
+        `credential_options` go to the credential's pipeline as azure-core takes them, e.g.
+        `retry_backoff_factor=0` for tests that must not sit through the identity endpoint's backoff.
+        """
         from azure.identity import ManagedIdentityCredential
 
-        credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
-        return cls(credential, scope)
+        if client_id:
+            credential_options["client_id"] = client_id
+        return cls(ManagedIdentityCredential(**credential_options), scope)
 
     def token(self) -> str:
         """The cached token, fetched again only once it reached its refresh time."""

@@ -9,7 +9,8 @@
     ├── ArmError                  ARM answered, or could not be reached (keeps status, code, request id)
     │   ├── ArmUnavailable        connection error, timeout or unreadable answer (transient)
     │   ├── LroTimeout            an accepted update did not finish within LRO_TIMEOUT_SECONDS (transient)
-    │   └── LroFailed             the update ended Failed or Canceled (final)
+    │   ├── LroFailed             the update ended Failed or Canceled (final)
+    │   └── UnsafeLink            ARM's nextLink is not on ARM_ENDPOINT's origin, or loops (PolicyFailed, final)
     └── PublishFailed             the outcome could not be published (transient)
 
 `retryable` says whether the same event may succeed later; the queue trigger lets Service Bus redeliver
@@ -30,6 +31,7 @@ __all__ = [
     "PublishFailed",
     "RegistryNotAllowed",
     "TokenUnavailable",
+    "UnsafeLink",
 ]
 
 
@@ -44,9 +46,11 @@ class ArchiverError(Exception):
     reschedule_after: float | None = None
     """Set when ARM asked to wait longer than the retry budget left: worth re-scheduling, not holding."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, attempts: int = 0, reschedule_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.attempts = attempts
+        self.reschedule_after = reschedule_after
 
 
 class ConfigurationError(ArchiverError):
@@ -103,8 +107,10 @@ class ArmError(ArchiverError):
         request_id: str | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        attempts: int = 0,
+        reschedule_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, attempts=attempts, reschedule_after=reschedule_after)
         self.code = code
         self.status = status
         self.request_id = request_id
@@ -117,24 +123,32 @@ class ArmError(ArchiverError):
 class ArmUnavailable(ArmError):
     """ARM could not be reached, timed out, or sent an answer that cannot be read."""
 
-    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
-        super().__init__(message, code="ArmUnavailable", status=status, request_id=request_id, retryable=True)
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message, code="ArmUnavailable", status=status, request_id=request_id, retryable=True, attempts=attempts)
         self.http_status = 502
 
 
 class LroTimeout(ArmError):
     """The accepted update was still running when LRO_TIMEOUT_SECONDS ran out."""
 
-    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
-        super().__init__(message, code="LroTimeout", status=status, request_id=request_id, retryable=True)
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message, code="LroTimeout", status=status, request_id=request_id, retryable=True, attempts=attempts)
         self.http_status = 504
 
 
 class LroFailed(ArmError):
     """The accepted update ended Failed or Canceled."""
 
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message, code="LroFailed", status=status, request_id=request_id, retryable=False, attempts=attempts)
+        self.http_status = 502
+
+
+class UnsafeLink(ArmError):
+    """A run listing's nextLink cannot be followed: another origin (the token stays home) or a loop."""
+
     def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
-        super().__init__(message, code="LroFailed", status=status, request_id=request_id, retryable=False)
+        super().__init__(message, code="PolicyFailed", status=status, request_id=request_id, retryable=False)
         self.http_status = 502
 
 

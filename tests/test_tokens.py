@@ -134,3 +134,15 @@ def test_a_failed_early_refresh_keeps_the_still_valid_token() -> None:
     now[0] = 1832 + 3600 - 30
     with pytest.raises(TokenUnavailable):
         tokens.token()
+
+
+def test_credential_options_reach_azure_identity(identity: IdentityEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """for_settings passes pipeline options through: retry_total=0 makes one identity request, not four."""
+    from shared.errors import TokenUnavailable
+
+    for name, value in identity.environ().items():
+        monkeypatch.setenv(name, value)
+    identity.fail_next(10, status=500)
+    with pytest.raises(TokenUnavailable):
+        ManagedIdentityTokens.for_settings(None, "https://management.azure.com/.default", retry_total=0).token()
+    assert identity.calls == 1
