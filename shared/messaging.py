@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ RESCHEDULE_COUNT = "rescheduleCount"
 SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 Envelope = Literal["CloudEvents", "Event Grid"]
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 # -- ids ---------------------------------------------------------------------------------------------
@@ -70,9 +72,15 @@ def http_id_base(correlation_id: str, position: int) -> str:
 
 
 def bounded_correlation_id(value: str | None) -> str | None:
-    """A caller's correlation id as Service Bus can carry it: stripped, cut to 128 characters; None when empty."""
+    """A caller's correlation id as Service Bus can carry it: stripped, cut to 128 characters.
+
+    None when empty, or when it holds a control character or a surrogate: such a value could split the
+    echoed response header or fail to encode, so it is ignored like an absent header.
+    """
     cut = (value or "").strip()[:MESSAGE_ID_LIMIT]
-    return cut or None
+    if not cut or _UNSAFE.search(cut):
+        return None
+    return cut
 
 
 def _sha256(text: str) -> str:

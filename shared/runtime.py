@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -28,7 +27,6 @@ __all__ = ["Runtime"]
 
 # azure-identity reads these itself; a new endpoint (a test's emulator) needs a new credential.
 IDENTITY_ENVIRONMENT = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT")
-BATCH_WORKERS = 8
 WATCHED_ENVIRONMENT = SETTING_NAMES + IDENTITY_ENVIRONMENT + ENVIRONMENT_NAMES
 """A change to any of these means new Settings, hence a new Archiver (and what depends on them)."""
 
@@ -61,7 +59,6 @@ class Runtime:
         self._tokens: dict[tuple[Any, ...], TokenProvider] = {}
         self._publishers: dict[tuple[Any, ...], Publisher] = {}
         self._schedulers: dict[tuple[Any, ...], Scheduler | None] = {}
-        self._executor: ThreadPoolExecutor | None = None
 
     def settings(self) -> Settings:
         """The current settings (raises ConfigurationError naming every malformed one)."""
@@ -91,15 +88,8 @@ class Runtime:
                 self._archiver = self._build(settings)
             return self._archiver
 
-    def executor(self) -> ThreadPoolExecutor:
-        """A small pool for the events of one HTTP batch."""
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(BATCH_WORKERS, thread_name_prefix="archive-batch")
-            return self._executor
-
     def close(self) -> None:
-        """Release connections, senders and threads."""
+        """Release connections and senders."""
         with self._lock:
             for closable in [*self._publishers.values(), *self._schedulers.values()]:
                 if closable is not None:
@@ -109,9 +99,6 @@ class Runtime:
             if self._session is not None:
                 self._session.close()
                 self._session = None
-            if self._executor is not None:
-                self._executor.shutdown(wait=False)
-                self._executor = None
             self._archiver = None
 
     def _build(self, settings: Settings) -> Archiver:

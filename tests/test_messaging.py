@@ -65,7 +65,7 @@ def test_http_outcome_ids_follow_correlation_and_position(correlation: str, posi
     """The same header and position give the same outcome id; another position another id."""
     bounded = bounded_correlation_id(correlation)
     if bounded is None:
-        assert not correlation.strip()
+        assert not correlation.strip() or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF or c in "\u2028\u2029" for c in correlation)
         return
     assert len(bounded) <= MESSAGE_ID_LIMIT
     same = outcome_message_id(http_id_base(bounded, position))
@@ -131,3 +131,24 @@ def test_any_lineage_properties_give_a_usable_lineage(original: Any, count: Any)
 def test_envelopes_are_told_apart(event: Any, envelope: str | None) -> None:
     """CloudEvents by specversion, Event Grid by eventType with data or dataVersion; anything else is bare."""
     assert envelope_of(event) == envelope
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        ("  abc-123  ", "abc-123"),
+        ("c" * 300, "c" * 128),
+        ("caf\u00e9", "caf\u00e9"),
+        ("", None),
+        ("   ", None),
+        ("a\r\nSet-Cookie: x=1", None),
+        ("a\x00b", None),
+        ("a\u2028b", None),
+        ("a\ud800b", None),
+        (None, None),
+    ],
+    ids=["stripped", "cut-to-128", "non-ascii-letter", "empty", "blank", "header-splitting", "nul", "line-separator", "lone-surrogate", "absent"],
+)
+def test_a_correlation_header_is_kept_only_when_service_bus_and_http_can_carry_it(header: str | None, kept: str | None) -> None:
+    """Stripped and cut to 128; a value with control characters or surrogates is ignored like an absent header."""
+    assert bounded_correlation_id(header) == kept
