@@ -17,7 +17,9 @@ import math
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_INTEGER_DIGITS", "UnreadableJson", "dumps", "encode", "encoded_size", "has_lone_surrogate", "loads"]
+__all__ = [
+    "MAX_DEPTH", "MAX_INTEGER_DIGITS", "UnreadableJson", "dumps", "encode", "encoded_size", "has_lone_surrogate", "loads",
+]
 
 MAX_DEPTH = 64
 """Arrays and objects nested deeper than this are refused: no event needs it, and deep values crash recursive code."""
@@ -41,7 +43,9 @@ class UnreadableJson(ValueError):
 def loads(text: str) -> Any:
     """Decode strict JSON: finite numbers, unique keys, no lone surrogates, at most MAX_DEPTH levels."""
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int, object_pairs_hook=_unique_keys)
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int, object_pairs_hook=_unique_keys
+        )
     except json.JSONDecodeError as error:
         raise UnreadableJson(f"is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
     except RecursionError:

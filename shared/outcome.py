@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
 
 from shared import jsontext
-from shared.jsontext import encoded_size
 from shared.errors import ArchiverError, EventRejected
 from shared.events import ArchiveRequest
+from shared.jsontext import encoded_size
 from shared.messaging import outcome_message_id
 
-__all__ = ["ArmAnswer", "Inbound", "Outcome", "RAW_EVENT_LIMIT", "SUBJECTS", "build_outcome", "new_correlation_id"]
+__all__ = ["RAW_EVENT_LIMIT", "SUBJECTS", "ArmAnswer", "Inbound", "Outcome", "build_outcome", "new_correlation_id"]
 
 SUBJECTS = {
     "succeeded": "RunArchiveUpdated",

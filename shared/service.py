@@ -15,11 +15,11 @@ from shared.publisher import Publisher
 from shared.settings import Settings
 
 __all__ = [
-    "Archiver",
     "MAX_RESCHEDULES",
     "ORIGINAL_MESSAGE_ID",
-    "QueueMessage",
     "RESCHEDULE_COUNT",
+    "Archiver",
+    "QueueMessage",
     "Result",
     "Scheduler",
     "log_outcome",

@@ -22,10 +22,10 @@ from shared.settings import Settings, missing_settings
 
 __all__ = [
     "BATCH_CONCURRENCY",
-    "HttpReply",
-    "HttpRequestLike",
     "MAX_BATCH",
     "MAX_BODY_BYTES",
+    "HttpReply",
+    "HttpRequestLike",
     "archive_events",
     "arm_patch",
     "batch_seconds",
@@ -217,7 +217,9 @@ def _single_reply(archiver: Archiver, result: Result, headers: dict[str, str]) -
     return HttpReply(status, result.outcome.body, _with_retry_after(headers, result.error))
 
 
-def _batch_reply(archiver: Archiver, events: list[Any], inbound: Inbound, caller_correlation: bool, headers: dict[str, str]) -> HttpReply:
+def _batch_reply(
+    archiver: Archiver, events: list[Any], inbound: Inbound, caller_correlation: bool, headers: dict[str, str]
+) -> HttpReply:
     inbounds = [
         Inbound(
             source="http", correlation_id=inbound.correlation_id, raw=jsontext.dumps(element),

@@ -28,7 +28,9 @@ from emulators import ArmEmulator
 from shared.arm import ArmClient
 from shared.errors import InvalidEvent
 from shared.events import ArchiveRequest, decode_json, parse_event
+from shared.jsontext import MAX_DEPTH, MAX_INTEGER_DIGITS
 from shared.settings import Settings
+from tests.strict import strict_json, strict_lines
 from tests.support import Emulators, functions, http_request, read_outcomes, response_json, start_emulators
 
 PURE = settings(max_examples=200, deadline=None)
@@ -404,8 +406,6 @@ def test_the_webhook_handshake_echoes_any_origin(origin: str, http: Emulators) -
 # integers past the digit limit, lone-surrogate escapes, repeated keys and deep nesting, alone, inside
 # otherwise valid events, and as batch elements. Every answer and outcome line is read back strictly.
 
-from shared.jsontext import MAX_DEPTH, MAX_INTEGER_DIGITS  # noqa: E402 - the limits the oracle allows
-from tests.strict import strict_json, strict_lines  # noqa: E402
 
 HOSTILE_THROUGH_THE_APP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 BAD_SCALARS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "9" * 5000, '"\\ud800"', '"a\\udfffb"', '"\\ud83d"']

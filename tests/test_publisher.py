@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from azure.servicebus.exceptions import ServiceBusConnectionError, ServiceBusError
 
+from shared.arm import ArmResult
 from shared.errors import InvalidEvent, PublishFailed
 from shared.events import ArchiveRequest
 from shared.outcome import Inbound, Outcome, build_outcome
-from shared.arm import ArmResult
 from shared.publisher import FilePublisher, ServiceBusPublisher
 from tests.fakes import RecordingServiceBus
 from tests.strict import strict_json, strict_lines

@@ -19,8 +19,8 @@ from shared.reschedule import ServiceBusScheduler, make_scheduler
 from shared.runtime import Runtime
 from shared.service import MAX_RESCHEDULES
 from shared.settings import Settings
-from tests.support import GROUP, REGISTRY, SEED_RUN, SUB
 from tests.fakes import RecordingServiceBus
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB
 
 QUEUE, TOPIC = "acr-archive-events", "acr-archive-outcomes"
 EVENT = {"subscriptionId": SUB, "resourceGroupName": GROUP, "registryName": REGISTRY, "runId": SEED_RUN, "isArchiveEnabled": True}
