@@ -23,6 +23,7 @@ from shared.publisher import ServiceBusPublisher
 from shared.runtime import Runtime
 from shared.webhook import BATCH_CONCURRENCY, MAX_BODY_BYTES
 from tests.fakes import RecordingServiceBus
+from tests.strict import strict_json
 from tests.support import (
     BASE_SETTINGS,
     GROUP,
@@ -926,3 +927,16 @@ def test_a_single_event_outcome_id_derives_from_the_correlation_header(emulators
         patch_run(app, payload={"isArchiveEnabled": True}, headers={"x-correlation-id": "two"})
     ids = [m.message_id for m in bus.messages()]
     assert ids[0] == ids[2] != ids[1] == ids[3]
+
+
+def test_a_batch_with_a_lone_surrogate_element_is_one_rejection_before_any_update(
+    emulators: Emulators, app: Any, bus: RecordingServiceBus
+) -> None:
+    """With Service Bus: the whole body is refused (400, one strict outcome on the topic); the good element is not PATCHed."""
+    body = ("[" + json.dumps(flat()) + ', {"runId": "\\ud800"}]').encode()
+    response = post_events(app, body=body)
+    (outcome,) = bus.messages()
+    published = strict_json(b"".join(outcome.body))
+    assert response.status_code == 400 and response_json(response) == published
+    assert published["error"]["code"] == "InvalidEvent" and published["error"]["message"].startswith("body:")
+    assert emulators.arm.stats()["patches"] == 0
