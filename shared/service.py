@@ -81,6 +81,11 @@ class Archiver:
         """Hand the outcome to the publisher (raises PublishFailed)."""
         self.publisher.publish(outcome)
 
+    def publish_result(self, result: Result, reference: str | None = None) -> None:
+        """Publish the result's outcome, then log it: the one publish-and-log step of every source."""
+        self.publish(result.outcome)
+        log_outcome(result, reference)
+
     def handle_queue_message(self, message: QueueMessage) -> Result:
         """Process a queue message and settle it as contract §5 says.
 
@@ -108,8 +113,7 @@ class Archiver:
                 message.message_id, error.code, error.attempts, delivery, self.settings.max_delivery_count,
             )
             raise error
-        self.publish(result.outcome)
-        log_outcome(result, message.message_id)
+        self.publish_result(result, message.message_id)
         if error is not None and error.retryable:
             log.error("message %s: %s on its last delivery; it goes to the dead-letter queue", message.message_id, error.code)
             raise error

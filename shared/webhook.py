@@ -17,7 +17,7 @@ from shared.events import decode_json
 from shared.messaging import bounded_correlation_id, http_id_base, is_validation_event
 from shared.outcome import Inbound, new_correlation_id
 from shared.runtime import Runtime
-from shared.service import Archiver, Result, log_outcome
+from shared.service import Archiver, Result
 from shared.settings import Settings, missing_settings
 
 __all__ = [
@@ -261,8 +261,7 @@ def _publish(archiver: Archiver, results: list[Result], headers: dict[str, str])
     """Publish every outcome; a failure is a 503 the caller may retry (the PATCH is idempotent)."""
     try:
         for result in results:
-            archiver.publish(result.outcome)
-            log_outcome(result, None)
+            archiver.publish_result(result)
     except PublishFailed as error:
         log.error("HTTP request %s: %s", headers[CORRELATION_HEADER], error.message)
         return _error_reply(503, error.code, error.message, {**headers, "Retry-After": "1"})
