@@ -6,7 +6,10 @@
 - Lineage: a re-scheduled copy carries `originalMessageId` and `rescheduleCount` (contract §5). Whoever can
   send to the queue can set them, so they are parsed as hostile input: anything but a string of 1-128
   characters, or an integer 0-MAX_RESCHEDULES, is ignored.
-- Envelopes: which events are CloudEvents, Event Grid, or Event Grid's subscription-validation handshake.
+- Envelopes: which events are CloudEvents, Event Grid, or Event Grid's subscription-validation handshake,
+  and the envelope id a sender may reuse as the message id.
+
+The operator CLI's resubmissions (`resubmitted_message_id`) and envelope ids follow the same rules.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ __all__ = [
     "Lineage",
     "QueueMessage",
     "bounded_correlation_id",
+    "envelope_message_id",
     "envelope_of",
     "http_id_base",
     "is_validation_event",
     "lineage_of",
     "outcome_message_id",
     "rescheduled_message_id",
+    "resubmitted_message_id",
 ]
 
 MESSAGE_ID_LIMIT = 128
@@ -64,6 +69,12 @@ def rescheduled_message_id(original: str, count: int) -> str:
     """The id of the n-th re-scheduled copy: `<original>:rescheduled:<n>`, hashed past 128 characters."""
     derived = f"{original}:rescheduled:{count}"
     return derived if len(derived) <= MESSAGE_ID_LIMIT else f"{_sha256(original)}:rescheduled:{count}"
+
+
+def resubmitted_message_id(first_id: str, count: int) -> str:
+    """The id of the n-th operator resubmission of a dead letter: `<first id>:resubmit-<n>`, hashed past 128."""
+    derived = f"{first_id}:resubmit-{count}"
+    return derived if len(derived) <= MESSAGE_ID_LIMIT else "resubmit-" + _sha256(derived)
 
 
 def http_id_base(correlation_id: str, position: int) -> str:
@@ -148,6 +159,12 @@ def envelope_of(event: Any) -> Envelope | None:
     if "eventType" in event and ("dataVersion" in event or "data" in event):
         return "Event Grid"
     return None
+
+
+def envelope_message_id(event: Any) -> str | None:
+    """A CloudEvents/Event Grid `id` that fits a message id, so a re-sent event is a duplicate the queue drops."""
+    identifier = event.get("id") if envelope_of(event) is not None else None
+    return identifier if isinstance(identifier, str) and 0 < len(identifier) <= MESSAGE_ID_LIMIT else None
 
 
 def is_validation_event(event: Any) -> bool:

@@ -14,11 +14,13 @@ from shared.messaging import (
     ORIGINAL_MESSAGE_ID,
     RESCHEDULE_COUNT,
     bounded_correlation_id,
+    envelope_message_id,
     envelope_of,
     http_id_base,
     lineage_of,
     outcome_message_id,
     rescheduled_message_id,
+    resubmitted_message_id,
 )
 
 PURE = settings(max_examples=300, deadline=None)
@@ -152,3 +154,28 @@ def test_envelopes_are_told_apart(event: Any, envelope: str | None) -> None:
 def test_a_correlation_header_is_kept_only_when_service_bus_and_http_can_carry_it(header: str | None, kept: str | None) -> None:
     """Stripped and cut to 128; a value with control characters or surrogates is ignored like an absent header."""
     assert bounded_correlation_id(header) == kept
+
+
+@pytest.mark.parametrize(
+    ("event", "message_id"),
+    [
+        ({"specversion": "1.0", "id": "ce-1", "data": {}}, "ce-1"),
+        ({"eventType": "x", "id": "eg-1", "data": {}}, "eg-1"),
+        ({"specversion": "1.0", "id": "i" * 129}, None),
+        ({"specversion": "1.0", "id": ""}, None),
+        ({"specversion": "1.0", "id": 7}, None),
+        ({"runId": "r", "id": "flat-1"}, None),
+    ],
+    ids=["cloudevents", "event-grid", "id-of-129", "empty-id", "numeric-id", "bare-event"],
+)
+def test_an_envelope_id_is_a_message_id_only_when_service_bus_can_carry_it(event: dict[str, Any], message_id: str | None) -> None:
+    """A CloudEvents/Event Grid id of 1-128 characters; a bare event's `id` is no envelope id."""
+    assert envelope_message_id(event) == message_id
+
+
+@PURE
+@given(first=ids_of_any_length, count=st.integers(1, 50))
+def test_a_resubmission_id_is_deterministic_and_fits(first: str, count: int) -> None:
+    """`<first id>:resubmit-<n>` or its SHA-256 form; the same inputs give the same id, another count another."""
+    derived = resubmitted_message_id(first, count)
+    assert len(derived) <= MESSAGE_ID_LIMIT and derived == resubmitted_message_id(first, count) != resubmitted_message_id(first, count + 1)
