@@ -18,7 +18,15 @@ import re
 from typing import Any
 
 __all__ = [
-    "MAX_DEPTH", "MAX_INTEGER_DIGITS", "UnreadableJson", "dumps", "encode", "encoded_size", "has_lone_surrogate", "loads",
+    "MAX_DEPTH",
+    "MAX_INTEGER_DIGITS",
+    "UnreadableJson",
+    "dumps",
+    "encode",
+    "encoded_size",
+    "has_lone_surrogate",
+    "loads",
+    "replace_lone_surrogates",
 ]
 
 MAX_DEPTH = 64
@@ -65,7 +73,7 @@ def dumps(value: Any, *, ascii_only: bool = False) -> str:
         text = _ENCODER.encode(_finite(value))
     if text.isascii():
         return text
-    text = _SURROGATE.sub("\ufffd", text)
+    text = replace_lone_surrogates(text)
     return _NON_ASCII.sub(_escape, text) if ascii_only else text
 
 
@@ -77,6 +85,11 @@ def encode(value: Any) -> bytes:
 def encoded_size(text: str) -> int:
     """Bytes the string takes inside JSON on the wire (UTF-8, escapes included, quotes excluded)."""
     return len(encode(text)) - 2
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """The text with each surrogate code point replaced by U+FFFD, as `dumps` writes it."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def has_lone_surrogate(text: str) -> bool:
@@ -109,7 +122,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: set[str] = set()
     for key, _ in pairs:
         if key in seen:
-            raise UnreadableJson(f"repeats the key '{_SURROGATE.sub(chr(0xFFFD), key)[:40]}'")
+            raise UnreadableJson(f"repeats the key '{replace_lone_surrogates(key)[:40]}'")
         seen.add(key)
     return value
 

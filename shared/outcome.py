@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 from shared import jsontext
 from shared.errors import ArchiverError, EventRejected
 from shared.events import ArchiveRequest
-from shared.jsontext import encoded_size
+from shared.jsontext import encoded_size, has_lone_surrogate, replace_lone_surrogates
 from shared.messaging import outcome_message_id
 
 __all__ = ["RAW_EVENT_LIMIT", "SUBJECTS", "ArmAnswer", "Inbound", "Outcome", "build_outcome", "new_correlation_id"]
@@ -22,6 +22,9 @@ SUBJECTS = {
 }
 RAW_EVENT_LIMIT = 64 * 1024
 """Bytes of `rawEvent` as it is written inside the outcome's JSON (UTF-8, escapes included)."""
+ERROR_CODE_LIMIT = 128
+ERROR_MESSAGE_LIMIT = 4096
+"""Characters kept of an error's code (and ARM request id) and message."""
 
 Source = Literal["servicebus", "http"]
 
@@ -109,7 +112,7 @@ def build_outcome(
     if http_status is not None:
         properties["httpStatus"] = http_status
     if error is not None:
-        properties["errorCode"] = error.code
+        properties["errorCode"] = _bounded_text(error.code, ERROR_CODE_LIMIT)
     body = {
         "outcome": kind,
         "source": inbound.source,
@@ -128,13 +131,24 @@ def build_outcome(
 
 
 def _error_body(error: ArchiverError) -> dict[str, Any]:
+    request_id = getattr(error, "request_id", None)
     return {
-        "code": error.code,
-        "message": error.message,
+        "code": _bounded_text(error.code, ERROR_CODE_LIMIT),
+        "message": _bounded_text(error.message, ERROR_MESSAGE_LIMIT),
         "httpStatus": getattr(error, "status", None),
         "retryable": error.retryable,
-        "armRequestId": getattr(error, "request_id", None),
+        "armRequestId": _bounded_text(request_id, ERROR_CODE_LIMIT) if isinstance(request_id, str) else None,
     }
+
+
+def _bounded_text(text: str, limit: int) -> str:
+    """ARM's error code and message are its input, not ours: cut, and free of what UTF-8 cannot carry.
+
+    The code also travels as an application property, which Service Bus encodes itself (not through
+    shared.jsontext), and a megabyte of message would push the outcome past Service Bus's size for good.
+    """
+    cut = text[:limit]
+    return replace_lone_surrogates(cut) if has_lone_surrogate(cut) else cut
 
 
 def _truncate(raw: str) -> str:

@@ -169,3 +169,23 @@ def test_raw_event_is_the_longest_prefix_whose_json_fits_64_kib(text: str, runni
 
     assert len(text) <= 65_536 < size(text)
     assert text.startswith(raw) and size(raw) <= 65_536 < size(text[: len(raw) + 1])
+
+
+class HostileArmError(LoopbackServer):
+    """ARM refusing every request 409 with an error whose code holds a lone surrogate and whose message is 1 MB."""
+
+    def handle(self, exchange: Exchange) -> None:
+        body = b'{"error": {"code": "Conflict\\ud800' + b"C" * 300 + b'", "message": "' + b"m" * 1_000_000 + b'"}}'
+        exchange.reply(409, body, {"Content-Type": "application/json", "x-ms-request-id": "req-1"})
+
+
+def test_an_arm_error_of_hostile_text_is_bounded_and_strict_in_the_outcome(running: Emulators, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ARM's error code (also an application property) and message are cut and freed of lone surrogates."""
+    with HostileArmError() as server:
+        monkeypatch.setenv("ARM_ENDPOINT", server.url)
+        assert functions()["archive_queue"](queue_message(EVENT_TEXT.encode())) is None
+    (record,) = strict_lines(running.outcome_file)
+    error, code_property = record["body"]["error"], record["application_properties"]["errorCode"]
+    assert record["body"]["outcome"] == "failed" and error["httpStatus"] == 409
+    assert code_property == error["code"] and code_property.startswith("Conflict\ufffdC") and len(code_property) <= 128
+    assert 0 < len(error["message"]) <= 4096
