@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,6 +9,8 @@ from typing import Any
 from urllib.parse import quote
 
 from shared.errors import InvalidEvent, RegistryNotAllowed
+from shared.jsontext import UnreadableJson, loads
+from shared.messaging import envelope_of, is_validation_event
 from shared.settings import GUID, REGISTRY, RESOURCE_GROUP, Settings
 
 __all__ = ["ArchiveRequest", "check_allowed", "decode_json", "is_validation_event", "parse_event"]
@@ -20,7 +21,6 @@ RUN_RESOURCE_ID = re.compile(
     r"/providers/Microsoft\.ContainerRegistry/registries/(?P<registryName>[^/]*)/runs/(?P<runId>[^/]*)$",
     re.IGNORECASE | re.ASCII,  # case-insensitive as ARM ids are, but only for ASCII letters
 )
-SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +54,14 @@ class ArchiveRequest:
 
 
 def decode_json(raw: bytes | str) -> Any:
-    """Decode a message or request body as JSON, or raise InvalidEvent."""
+    """Decode a message or request body as strict JSON (shared.jsontext), or raise InvalidEvent naming `body`."""
     try:
-        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
-        return json.loads(text)
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
+        return loads(text)
     except UnicodeDecodeError:
         raise InvalidEvent("body", "is not UTF-8 text") from None
-    except ValueError as error:
-        raise InvalidEvent("body", f"is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
-
-
-def is_validation_event(event: Any) -> bool:
-    """True for Event Grid's subscription-validation handshake event."""
-    return isinstance(event, Mapping) and event.get("eventType") == SUBSCRIPTION_VALIDATION
+    except UnreadableJson as error:
+        raise InvalidEvent("body", error.problem) from None
 
 
 def parse_event(event: Any, settings: Settings) -> ArchiveRequest:
@@ -106,11 +101,8 @@ def _unwrap(event: Any) -> Mapping[str, Any]:
     """Return the archive data of a flat, CloudEvents or Event Grid event."""
     if not isinstance(event, Mapping):
         raise InvalidEvent("event", f"must be a JSON object, not {_json_type(event)}")
-    if "specversion" in event:
-        envelope = "CloudEvents"
-    elif "eventType" in event and ("dataVersion" in event or "data" in event):
-        envelope = "Event Grid"
-    else:
+    envelope = envelope_of(event)
+    if envelope is None:
         return event
     data = event.get("data")
     if not isinstance(data, Mapping):

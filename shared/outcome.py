@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from shared.arm import ArmResult
+from shared import jsontext
 from shared.errors import ArchiverError, EventRejected
 from shared.events import ArchiveRequest
+from shared.jsontext import encoded_size, has_lone_surrogate, replace_lone_surrogates
+from shared.messaging import outcome_message_id
 
-__all__ = ["Inbound", "Outcome", "SUBJECTS", "build_outcome", "new_correlation_id"]
+__all__ = ["RAW_EVENT_LIMIT", "SUBJECTS", "ArmAnswer", "Inbound", "Outcome", "build_outcome", "new_correlation_id"]
 
 SUBJECTS = {
     "succeeded": "RunArchiveUpdated",
@@ -21,11 +21,25 @@ SUBJECTS = {
     "rejected": "RunArchiveEventRejected",
 }
 RAW_EVENT_LIMIT = 64 * 1024
-MESSAGE_ID_LIMIT = 128
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-"""Built once: json.dumps with non-default options builds a new encoder on every call."""
+"""Bytes of `rawEvent` as it is written inside the outcome's JSON (UTF-8, escapes included)."""
+ERROR_CODE_LIMIT = 128
+ERROR_MESSAGE_LIMIT = 4096
+"""Characters kept of an error's code (and ARM request id) and message."""
 
 Source = Literal["servicebus", "http"]
+
+
+class ArmAnswer(Protocol):
+    """What an outcome needs of a finished update (shared.arm.ArmResult is one)."""
+
+    @property
+    def run(self) -> Any: ...
+
+    @property
+    def http_status(self) -> int: ...
+
+    @property
+    def attempts(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +52,8 @@ class Inbound:
     delivery_count: int | None = None
     raw: str = ""
     """The original event as text (a batch element re-serialized); travels in `rawEvent` when rejected."""
+    id_base: str | None = None
+    """What the outcome's message id derives from when it is not `message_id` (HTTP: x-correlation-id and position)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +72,8 @@ class Outcome:
         return self.body["outcome"]
 
     def body_bytes(self) -> bytes:
-        """The body as compact UTF-8 JSON, as it goes on the wire."""
-        return _COMPACT.encode(self.body).encode()
+        """The body as compact, strict UTF-8 JSON, as it goes on the wire."""
+        return jsontext.encode(self.body)
 
     def as_record(self) -> dict[str, Any]:
         """The OUTCOME_FILE line of this outcome."""
@@ -80,7 +96,7 @@ def build_outcome(
     inbound: Inbound,
     request: ArchiveRequest | None,
     *,
-    result: ArmResult | None = None,
+    result: ArmAnswer | None = None,
     error: ArchiverError | None = None,
 ) -> Outcome:
     """The outcome of one event: succeeded with `result`, or rejected/failed with `error`."""
@@ -96,7 +112,7 @@ def build_outcome(
     if http_status is not None:
         properties["httpStatus"] = http_status
     if error is not None:
-        properties["errorCode"] = error.code
+        properties["errorCode"] = _bounded_text(error.code, ERROR_CODE_LIMIT)
     body = {
         "outcome": kind,
         "source": inbound.source,
@@ -110,27 +126,29 @@ def build_outcome(
         "rawEvent": _truncate(inbound.raw) if kind == "rejected" else None,
         "completedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
-    return Outcome(_message_id(inbound), inbound.correlation_id, SUBJECTS[kind], properties, body)
+    message_id = outcome_message_id(inbound.id_base if inbound.id_base is not None else inbound.message_id)
+    return Outcome(message_id, inbound.correlation_id, SUBJECTS[kind], properties, body)
 
 
 def _error_body(error: ArchiverError) -> dict[str, Any]:
+    request_id = getattr(error, "request_id", None)
     return {
-        "code": error.code,
-        "message": error.message,
+        "code": _bounded_text(error.code, ERROR_CODE_LIMIT),
+        "message": _bounded_text(error.message, ERROR_MESSAGE_LIMIT),
         "httpStatus": getattr(error, "status", None),
         "retryable": error.retryable,
-        "armRequestId": getattr(error, "request_id", None),
+        "armRequestId": _bounded_text(request_id, ERROR_CODE_LIMIT) if isinstance(request_id, str) else None,
     }
 
 
-def _message_id(inbound: Inbound) -> str:
-    """Deterministic for a queue message, so topic duplicate detection drops a redelivery's repeat."""
-    if inbound.message_id is None:
-        return uuid.uuid4().hex
-    derived = f"{inbound.message_id}:outcome"
-    if len(derived) <= MESSAGE_ID_LIMIT:
-        return derived
-    return "outcome-" + hashlib.sha256(inbound.message_id.encode()).hexdigest()
+def _bounded_text(text: str, limit: int) -> str:
+    """ARM's error code and message are its input, not ours: cut, and free of what UTF-8 cannot carry.
+
+    The code also travels as an application property, which Service Bus encodes itself (not through
+    shared.jsontext), and a megabyte of message would push the outcome past Service Bus's size for good.
+    """
+    cut = text[:limit]
+    return replace_lone_surrogates(cut) if has_lone_surrogate(cut) else cut
 
 
 def _truncate(raw: str) -> str:
@@ -140,15 +158,11 @@ def _truncate(raw: str) -> str:
     \u0000); bounding the encoded form keeps a hostile body from pushing the outcome past Service
     Bus's message size, where it could never be published.
     """
-    if _encoded_size(raw) <= RAW_EVENT_LIMIT:
+    if encoded_size(raw) <= RAW_EVENT_LIMIT:
         return raw
-    keep = raw.encode("utf-8", "replace")[:RAW_EVENT_LIMIT].decode("utf-8", "ignore")
+    keep = raw[:RAW_EVENT_LIMIT]  # a character is at least one byte: no longer prefix can fit
     low, high = 0, len(keep)
     while low < high:  # the longest prefix whose JSON form fits
         middle = (low + high + 1) // 2
-        low, high = (middle, high) if _encoded_size(keep[:middle]) <= RAW_EVENT_LIMIT else (low, middle - 1)
+        low, high = (middle, high) if encoded_size(keep[:middle]) <= RAW_EVENT_LIMIT else (low, middle - 1)
     return keep[:low]
-
-
-def _encoded_size(text: str) -> int:
-    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "replace")) - 2

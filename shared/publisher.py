@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from azure.servicebus.exceptions import (
     ServiceBusError,
 )
 
+from shared import jsontext
 from shared.errors import PublishFailed
 from shared.outcome import Outcome
 from shared.settings import Settings
@@ -140,7 +140,7 @@ class FilePublisher:
     def publish(self, outcome: Outcome) -> None:
         """Append the outcome's record to the file."""
         # ASCII escapes keep U+2028/U+0085 from looking like line breaks to line-splitting readers.
-        line = json.dumps(outcome.as_record(), separators=(",", ":"), ensure_ascii=True) + "\n"
+        line = jsontext.dumps(outcome.as_record(), ascii_only=True) + "\n"
         try:
             with self._lock, open(self._path, "a", encoding="utf-8") as sink:
                 sink.write(line)

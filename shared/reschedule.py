@@ -14,15 +14,14 @@ the queue's duplicate detection, while the copy itself is not mistaken for a dup
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage
 
+from shared.messaging import ORIGINAL_MESSAGE_ID, RESCHEDULE_COUNT, QueueMessage, rescheduled_message_id
 from shared.publisher import SharedSender, servicebus_client_factory
-from shared.service import ORIGINAL_MESSAGE_ID, RESCHEDULE_COUNT, QueueMessage
 from shared.settings import Settings
 
 __all__ = ["ServiceBusScheduler", "make_scheduler", "rescheduled_copy"]
@@ -53,15 +52,12 @@ class ServiceBusScheduler:
 
 def rescheduled_copy(message: QueueMessage) -> ServiceBusMessage:
     """The copy to schedule: same body and correlation, counter incremented, original id kept."""
-    count = message.reschedule_count + 1
-    original = message.original_message_id
-    message_id = f"{original}:rescheduled:{count}"
-    if len(message_id) > 128:
-        message_id = hashlib.sha256(original.encode()).hexdigest() + f":rescheduled:{count}"
+    lineage = message.lineage
+    count, original = lineage.reschedule_count + 1, lineage.original_message_id
     properties = {**message.application_properties, RESCHEDULE_COUNT: count, ORIGINAL_MESSAGE_ID: original}
     return ServiceBusMessage(
         message.body,
-        message_id=message_id,
+        message_id=rescheduled_message_id(original, count),
         correlation_id=message.correlation_id or original,
         content_type=message.content_type,
         application_properties=properties,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -27,7 +26,6 @@ __all__ = ["IDENTITY_ENVIRONMENT", "Runtime"]
 
 IDENTITY_ENVIRONMENT = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT")
 """What azure-identity's managed-identity credential reads from the process environment itself."""
-BATCH_WORKERS = 8
 
 
 class Runtime:
@@ -53,7 +51,6 @@ class Runtime:
         self._settings: Settings | ConfigurationError | None = None
         self._archiver: Archiver | None = None
         self._closables: list[Any] = []
-        self._executor: ThreadPoolExecutor | None = None
 
     def settings(self) -> Settings:
         """The app's settings, read once (raises ConfigurationError naming every malformed one)."""
@@ -85,22 +82,12 @@ class Runtime:
                 self._archiver = self._build(settings)
             return self._archiver
 
-    def executor(self) -> ThreadPoolExecutor:
-        """A small pool for the events of one HTTP batch."""
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(BATCH_WORKERS, thread_name_prefix="archive-batch")
-            return self._executor
-
     def close(self) -> None:
-        """Release connections, senders and threads; the next use builds them again."""
+        """Release connections and senders; the next use builds them again."""
         with self._lock:
             for closable in reversed(self._closables):
                 closable.close()
             self._closables.clear()
-            if self._executor is not None:
-                self._executor.shutdown(wait=False)
-                self._executor = None
             self._archiver = None
 
     def _build(self, settings: Settings) -> Archiver:

@@ -3,63 +3,29 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.arm import ArmClient
 from shared.errors import ArchiverError, EventRejected, InvalidEvent, PublishFailed
 from shared.events import ArchiveRequest, check_allowed, decode_json, parse_event
+from shared.messaging import MAX_RESCHEDULES, ORIGINAL_MESSAGE_ID, RESCHEDULE_COUNT, QueueMessage
 from shared.outcome import Inbound, Outcome, build_outcome
 from shared.publisher import Publisher
 from shared.settings import Settings
 
 __all__ = [
-    "Archiver",
     "MAX_RESCHEDULES",
     "ORIGINAL_MESSAGE_ID",
-    "QueueMessage",
     "RESCHEDULE_COUNT",
+    "Archiver",
+    "QueueMessage",
     "Result",
     "Scheduler",
     "log_outcome",
 ]
 
-MAX_RESCHEDULES = 5
-"""Past this many re-schedules an event takes the normal transient-failure path (redelivery, then DLQ)."""
-RESCHEDULE_COUNT = "rescheduleCount"
-ORIGINAL_MESSAGE_ID = "originalMessageId"
-"""Application properties of a re-scheduled copy (shared.reschedule)."""
-
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueMessage:
-    """What the queue trigger hands over of a Service Bus message."""
-
-    body: bytes
-    message_id: str
-    correlation_id: str | None = None
-    delivery_count: int | None = None
-    content_type: str | None = None
-    application_properties: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def original_message_id(self) -> str:
-        """The id of the message as first sent, kept by re-scheduled copies."""
-        original = self.application_properties.get(ORIGINAL_MESSAGE_ID)
-        if isinstance(original, bytes):
-            original = original.decode("utf-8", "replace")
-        return original if isinstance(original, str) and original else self.message_id
-
-    @property
-    def reschedule_count(self) -> int:
-        """How many times this event was re-scheduled already."""
-        try:
-            return max(int(self.application_properties.get(RESCHEDULE_COUNT, 0)), 0)
-        except (TypeError, ValueError):
-            return 0
 
 
 class Scheduler(Protocol):
@@ -115,6 +81,11 @@ class Archiver:
         """Hand the outcome to the publisher (raises PublishFailed)."""
         self.publisher.publish(outcome)
 
+    def publish_result(self, result: Result, reference: str | None = None) -> None:
+        """Publish the result's outcome, then log it: the one publish-and-log step of every source."""
+        self.publish(result.outcome)
+        log_outcome(result, reference)
+
     def handle_queue_message(self, message: QueueMessage) -> Result:
         """Process a queue message and settle it as contract §5 says.
 
@@ -122,7 +93,8 @@ class Archiver:
         leave it to Service Bus: redelivery, or the dead-letter queue after the last delivery.
         """
         delivery = message.delivery_count or 1
-        original_id = message.original_message_id
+        lineage = message.lineage
+        original_id = lineage.original_message_id
         inbound = Inbound(
             source="servicebus",
             correlation_id=message.correlation_id or original_id,
@@ -133,7 +105,7 @@ class Archiver:
         result = self.process_raw(message.body, inbound)
         error = result.error
         last_delivery = delivery >= self.settings.max_delivery_count
-        if error is not None and error.reschedule_after is not None and self._rescheduled(message, error, last_delivery):
+        if error is not None and error.reschedule_after is not None and self._rescheduled(message, lineage.reschedule_count, error, last_delivery):
             return result
         if error is not None and error.retryable and not last_delivery:
             log.warning(
@@ -141,16 +113,15 @@ class Archiver:
                 message.message_id, error.code, error.attempts, delivery, self.settings.max_delivery_count,
             )
             raise error
-        self.publish(result.outcome)
-        log_outcome(result, message.message_id)
+        self.publish_result(result, message.message_id)
         if error is not None and error.retryable:
             log.error("message %s: %s on its last delivery; it goes to the dead-letter queue", message.message_id, error.code)
             raise error
         return result
 
-    def _rescheduled(self, message: QueueMessage, error: ArchiverError, last_delivery: bool) -> bool:
+    def _rescheduled(self, message: QueueMessage, count: int, error: ArchiverError, last_delivery: bool) -> bool:
         """Schedule a copy at now + Retry-After so the original can complete; False to fail normally."""
-        if self.scheduler is None or message.reschedule_count >= MAX_RESCHEDULES:
+        if self.scheduler is None or count >= MAX_RESCHEDULES:
             return False
         try:
             self.scheduler.schedule(message, error.reschedule_after or 0.0)
@@ -162,7 +133,7 @@ class Archiver:
             return False
         log.warning(
             "message %s: ARM asked to wait %.0f s (%s); re-scheduled a copy (%d of %d), completing the original",
-            message.message_id, error.reschedule_after, error.code, message.reschedule_count + 1, MAX_RESCHEDULES,
+            message.message_id, error.reschedule_after, error.code, count + 1, MAX_RESCHEDULES,
         )
         return True
 

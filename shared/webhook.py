@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.errors import ArchiverError, ConfigurationError, InvalidEvent, PublishFailed
-from shared.events import decode_json, is_validation_event
+from shared import jsontext
+from shared.errors import ArchiverError, ArmUnavailable, ConfigurationError, InvalidEvent, PublishFailed
+from shared.events import decode_json
+from shared.messaging import bounded_correlation_id, http_id_base, is_validation_event
 from shared.outcome import Inbound, new_correlation_id
 from shared.runtime import Runtime
-from shared.service import Archiver, Result, log_outcome
-from shared.settings import missing_settings, unmet_requirements
+from shared.service import Archiver, Result
+from shared.settings import Settings, missing_settings, unmet_requirements
 
-__all__ = ["HttpReply", "HttpRequestLike", "MAX_BATCH", "MAX_BODY_BYTES", "archive_events", "arm_patch", "health", "webhook_options"]
+__all__ = [
+    "BATCH_CONCURRENCY",
+    "MAX_BATCH",
+    "MAX_BODY_BYTES",
+    "HttpReply",
+    "HttpRequestLike",
+    "archive_events",
+    "arm_patch",
+    "batch_seconds",
+    "health",
+    "webhook_options",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 100
+BATCH_CONCURRENCY = 8
+"""Events of one batch in flight at once; each batch has its own threads, so no request waits for another's."""
 SIGNATURE_HEADER = "X-Signature-256"
 CORRELATION_HEADER = "x-correlation-id"
 
@@ -52,7 +68,7 @@ class HttpReply:
 
     def body_bytes(self) -> bytes:
         """The JSON body, or nothing."""
-        return b"" if self.body is None else json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+        return b"" if self.body is None else jsontext.encode(self.body)
 
 
 def health(runtime: Runtime) -> HttpReply:
@@ -100,7 +116,7 @@ def archive_events(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
     if not event or len(event) > MAX_BATCH:
         error = InvalidEvent("body", f"a batch must hold 1 to {MAX_BATCH} events, not {len(event)}")
         return _single_reply(archiver, Result.failure(inbound, error), headers)
-    return _batch_reply(runtime, archiver, event, inbound, headers)
+    return _batch_reply(archiver, event, inbound, admitted.caller_correlation, headers)
 
 
 def arm_patch(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
@@ -131,12 +147,15 @@ class _Admitted:
     body: bytes
     headers: dict[str, str]
     inbound: Inbound
+    caller_correlation: bool
+    """The caller sent x-correlation-id: outcome ids derive from it, so a retried request repeats them."""
 
 
 def _admit(runtime: Runtime, request: HttpRequestLike) -> _Admitted | HttpReply:
     """The checks that run before a request counts as an event: size, settings, signature, content type."""
     # Service Bus takes correlation ids of at most 128 characters; a longer header is cut, and echoed cut.
-    correlation_id = (request.headers.get(CORRELATION_HEADER) or "").strip()[:128] or new_correlation_id()
+    given = bounded_correlation_id(request.headers.get(CORRELATION_HEADER))
+    correlation_id = given or new_correlation_id()
     headers = {CORRELATION_HEADER: correlation_id}
     body = request.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
@@ -152,8 +171,11 @@ def _admit(runtime: Runtime, request: HttpRequestLike) -> _Admitted | HttpReply:
     content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if content_type and not _is_json(content_type):
         return _error_reply(415, "UnsupportedMediaType", "the body must be JSON (Content-Type application/json)", headers)
-    inbound = Inbound(source="http", correlation_id=headers[CORRELATION_HEADER], raw=body.decode("utf-8", "replace"))
-    return _Admitted(archiver, body, headers, inbound)
+    inbound = Inbound(
+        source="http", correlation_id=correlation_id, raw=body.decode("utf-8", "replace"),
+        id_base=http_id_base(correlation_id, 0) if given else None,
+    )
+    return _Admitted(archiver, body, headers, inbound, given is not None)
 
 
 def _signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -199,24 +221,51 @@ def _single_reply(archiver: Archiver, result: Result, headers: dict[str, str]) -
     return HttpReply(status, result.outcome.body, _with_retry_after(headers, result.error))
 
 
-def _batch_reply(runtime: Runtime, archiver: Archiver, events: list[Any], inbound: Inbound, headers: dict[str, str]) -> HttpReply:
+def _batch_reply(
+    archiver: Archiver, events: list[Any], inbound: Inbound, caller_correlation: bool, headers: dict[str, str]
+) -> HttpReply:
     inbounds = [
-        Inbound(source="http", correlation_id=inbound.correlation_id, raw=json.dumps(element, ensure_ascii=False))
-        for element in events
+        Inbound(
+            source="http", correlation_id=inbound.correlation_id, raw=jsontext.dumps(element),
+            id_base=http_id_base(inbound.correlation_id, position) if caller_correlation else None,
+        )
+        for position, element in enumerate(events)
     ]
-    results = list(runtime.executor().map(archiver.process, events, inbounds))
+    results = _process_batch(archiver, events, inbounds)
     failure = _publish(archiver, results, headers)
     if failure is not None:
         return failure
     return HttpReply(200, {"outcomes": [result.outcome.body for result in results]}, headers)
 
 
+def batch_seconds(settings: Settings) -> float:
+    """How long a batch may start events: what one event may spend on ARM (timeout plus retry budget)."""
+    return settings.arm_timeout_seconds + settings.arm_retry_max_seconds
+
+
+def _process_batch(archiver: Archiver, events: list[Any], inbounds: list[Inbound]) -> list[Result]:
+    """Every event of the batch, BATCH_CONCURRENCY at a time, on threads of this request alone.
+
+    An event not started within batch_seconds is not sent to ARM: it fails as ArmUnavailable (retryable),
+    so the request ends within about twice one event's time however slow ARM is.
+    """
+    limit = batch_seconds(archiver.settings)
+    deadline = time.monotonic() + limit
+
+    def process(event: Any, inbound: Inbound) -> Result:
+        if time.monotonic() >= deadline:
+            return Result.failure(inbound, ArmUnavailable(f"not attempted: the batch used its {limit:g} s; send the event again"))
+        return archiver.process(event, inbound)
+
+    with ThreadPoolExecutor(min(BATCH_CONCURRENCY, len(events)), thread_name_prefix="archive-batch") as pool:
+        return list(pool.map(process, events, inbounds))
+
+
 def _publish(archiver: Archiver, results: list[Result], headers: dict[str, str]) -> HttpReply | None:
     """Publish every outcome; a failure is a 503 the caller may retry (the PATCH is idempotent)."""
     try:
         for result in results:
-            archiver.publish(result.outcome)
-            log_outcome(result, None)
+            archiver.publish_result(result)
     except PublishFailed as error:
         log.error("HTTP request %s: %s", headers[CORRELATION_HEADER], error.message)
         return _error_reply(503, error.code, error.message, {**headers, "Retry-After": "1"})

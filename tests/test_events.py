@@ -125,11 +125,32 @@ def test_path_segments_are_percent_encoded() -> None:
     assert request.path == f"/subscriptions/{SUB}/resourceGroups/rg%28prod%29/providers/Microsoft.ContainerRegistry/registries/myRegistry/runs/run.1_a-b"
 
 
-@pytest.mark.parametrize(("raw", "problem"), [(b"{", "not valid JSON"), (b"\xff\xfe", "not UTF-8"), (b"", "not valid JSON")])
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"{", "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"", "not valid JSON"),
+        (b"NaN", "NaN"),
+        (b"1e999", "too large"),
+        (b"1" * 5000, "integer"),
+        (b'"\\ud800"', "lone surrogate"),
+        (b'{"a": 1, "a": 1}', "repeats"),
+        (b"[" * 70 + b"]" * 70, "nested deeper"),
+    ],
+    ids=["truncated", "not-utf-8", "empty", "nan", "overflowing-float", "huge-integer", "lone-surrogate", "repeated-key", "too-deep"],
+)
 def test_undecodable_bodies_are_invalid_events(raw: bytes, problem: str) -> None:
-    """Bytes that are not JSON give InvalidEvent on `body`."""
-    with pytest.raises(InvalidEvent, match=problem):
+    """Bytes that are not strict JSON give InvalidEvent on `body`, never another exception."""
+    with pytest.raises(InvalidEvent, match=problem) as caught:
         decode_json(raw)
+    assert caught.value.field == "body"
+
+
+@pytest.mark.parametrize("raw", [b'\xef\xbb\xbf{"a": 1}', '\ufeff{"a": 1}'], ids=["bytes", "text"])
+def test_a_leading_byte_order_mark_is_allowed(raw: bytes | str) -> None:
+    """A UTF-8 BOM before the JSON is skipped, in bytes and in text alike."""
+    assert decode_json(raw) == {"a": 1}
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,9 +15,15 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.servicebus.exceptions import ServiceBusError
 
+import function_app
 from emulators import Fault
-from shared.webhook import MAX_BODY_BYTES
+from shared.publisher import ServiceBusPublisher
+from shared.runtime import Runtime
+from shared.webhook import BATCH_CONCURRENCY, MAX_BODY_BYTES
+from tests.fakes import RecordingServiceBus
+from tests.strict import strict_json
 from tests.support import (
     BASE_SETTINGS,
     GROUP,
@@ -829,3 +837,108 @@ def test_a_correlation_id_longer_than_service_bus_allows_is_cut_to_128(emulators
     response = app["archive_events"](http_request("POST", "archive-events", json_body=flat(), headers={"x-correlation-id": "c" * 300}))
     assert response.headers["x-correlation-id"] == "c" * 128
     assert emulators.outcomes()[0]["correlation_id"] == "c" * 128
+
+
+# -- batches: their own threads, a time bound, retries without duplicates ------------------------
+
+
+def wait_until(condition: Callable[[], bool], while_alive: threading.Thread) -> None:
+    """Wait on observable state, for as long as the thread that should bring it about runs."""
+    while not condition() and while_alive.is_alive():
+        while_alive.join(0.005)
+
+
+def test_a_large_batch_does_not_hold_up_another_request(emulators: Emulators, app: Any) -> None:
+    """While a 100-event batch waits on a slow ARM, a small batch is answered: each batch runs on threads of its own."""
+    # given a slow ARM and a 100-event batch in flight
+    emulators.arm.auto_create = True
+    emulators.arm.set_latency(0.2)
+    answers: dict[str, Any] = {}
+    big = threading.Thread(target=lambda: answers.setdefault("big", post_events(app, [flat(f"big{i}") for i in range(100)])))
+    big.start()
+    wait_until(lambda: emulators.arm.stats()["patches"] >= BATCH_CONCURRENCY, big)
+    # when a two-event batch is posted meanwhile
+    small = post_events(app, [flat("small1"), flat("small2")])
+    # then it is answered while the large batch is still running
+    still_running, patched = big.is_alive(), emulators.arm.stats()["patches"]
+    big.join()
+    assert small.status_code == 200 and still_running and patched < 100
+    assert answers["big"].status_code == 200 and len(response_json(answers["big"])["outcomes"]) == 100
+
+
+def test_a_batch_starts_no_event_past_its_time_bound(emulators: Emulators, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events not started within the batch's time (ARM_TIMEOUT_SECONDS + ARM_RETRY_MAX_SECONDS) fail retryable, unsent."""
+    # given a batch time of 1 s and an ARM that needs 0.2 s per answer: 100 events at 8 a time need at least 2.6 s
+    monkeypatch.setenv("ARM_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("ARM_RETRY_MAX_SECONDS", "0.5")
+    emulators.arm.auto_create = True
+    emulators.arm.set_latency(0.2)
+    # when a 100-event batch is posted
+    response = post_events(app, [flat(f"late{i}") for i in range(100)])
+    # then every event has its outcome; those never started are retryable ArmUnavailable and never reached ARM
+    outcomes = response_json(response)["outcomes"]
+    unsent = [o for o in outcomes if o["error"] and o["error"]["message"].startswith("not attempted")]
+    assert response.status_code == 200 and len(outcomes) == 100 == len(emulators.outcomes())
+    assert unsent and all(o["error"]["code"] == "ArmUnavailable" and o["error"]["retryable"] and o["attempts"] == 0 for o in unsent)
+    assert emulators.arm.stats()["patches"] == 100 - len(unsent)
+
+
+@pytest.fixture
+def bus(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> RecordingServiceBus:
+    """Outcomes go to a recording Service Bus topic instead of OUTCOME_FILE."""
+    bus = RecordingServiceBus()
+    monkeypatch.delenv("OUTCOME_FILE")
+    monkeypatch.setenv("OUTCOME_TOPIC_NAME", "acr-archive-outcomes")
+    monkeypatch.setenv("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net")
+    runtime = Runtime(os.environ, publisher_factory=lambda s: ServiceBusPublisher(bus.client, s.outcome_topic_name or ""))
+    monkeypatch.setattr(function_app, "runtime", runtime)
+    return bus
+
+
+def test_a_retried_batch_after_a_failed_publish_repeats_its_outcome_ids(emulators: Emulators, app: Any, bus: RecordingServiceBus) -> None:
+    """Publishing fails part-way: 503 with Retry-After; the retry (same x-correlation-id) sends the same ids, so no duplicates."""
+    # given a topic that refuses the second outcome once
+    emulators.arm.auto_create = True
+    bus.fail_next(None, ServiceBusError("refused"))
+    events, headers = [flat("r1"), flat("r2"), flat("r3")], {"x-correlation-id": "client-request-7"}
+    # when the batch is posted, then posted again as the caller retries
+    first = post_events(app, events, headers=headers)
+    sent_first = [m.message_id for m in bus.messages()]
+    again = post_events(app, events, headers=headers)
+    sent_again = [m.message_id for m in bus.messages()][len(sent_first):]
+    # then the first answer says when to retry, and the retry publishes only ids already known or new positions
+    assert first.status_code == 503 and int(first.headers["Retry-After"]) >= 1
+    assert again.status_code == 200 and len(sent_again) == 3 == len(set(sent_again))
+    assert sent_first == sent_again[:1]
+    assert sent_again == [outcome_id for outcome_id in sent_again if "client-request-7" in outcome_id]
+
+
+def test_without_a_correlation_header_each_request_has_new_outcome_ids(emulators: Emulators, app: Any, bus: RecordingServiceBus) -> None:
+    """No x-correlation-id: nothing ties two requests together, so their outcome ids differ."""
+    emulators.arm.auto_create = True
+    post_events(app, [flat("r1")])
+    post_events(app, [flat("r1")])
+    first, second = (m.message_id for m in bus.messages())
+    assert first != second
+
+
+def test_a_single_event_outcome_id_derives_from_the_correlation_header(emulators: Emulators, app: Any, bus: RecordingServiceBus) -> None:
+    """The same x-correlation-id on a single event and on the mirror gives the same id each time it is sent."""
+    for _ in range(2):
+        post_events(app, flat(), headers={"x-correlation-id": "one"})
+        patch_run(app, payload={"isArchiveEnabled": True}, headers={"x-correlation-id": "two"})
+    ids = [m.message_id for m in bus.messages()]
+    assert ids[0] == ids[2] != ids[1] == ids[3]
+
+
+def test_a_batch_with_a_lone_surrogate_element_is_one_rejection_before_any_update(
+    emulators: Emulators, app: Any, bus: RecordingServiceBus
+) -> None:
+    """With Service Bus: the whole body is refused (400, one strict outcome on the topic); the good element is not PATCHed."""
+    body = ("[" + json.dumps(flat()) + ', {"runId": "\\ud800"}]').encode()
+    response = post_events(app, body=body)
+    (outcome,) = bus.messages()
+    published = strict_json(b"".join(outcome.body))
+    assert response.status_code == 400 and response_json(response) == published
+    assert published["error"]["code"] == "InvalidEvent" and published["error"]["message"].startswith("body:")
+    assert emulators.arm.stats()["patches"] == 0

@@ -28,7 +28,9 @@ from emulators import ArmEmulator
 from shared.arm import ArmClient
 from shared.errors import InvalidEvent
 from shared.events import ArchiveRequest, decode_json, parse_event
+from shared.jsontext import MAX_DEPTH, MAX_INTEGER_DIGITS
 from shared.settings import Settings
+from tests.strict import strict_json, strict_lines
 from tests.support import Emulators, functions, http_request, read_outcomes, response_json, start_emulators
 
 PURE = settings(max_examples=200, deadline=None)
@@ -396,3 +398,149 @@ def test_the_webhook_handshake_echoes_any_origin(origin: str, http: Emulators) -
     assert response.status_code == 200
     assert response.headers["WebHook-Allowed-Origin"] == origin and response.headers["WebHook-Allowed-Rate"] == "*"
     assert http.outcomes() == []
+
+
+# -- hostile JSON text through every entry point (contract §2, last rule) ------------------------------
+#
+# Bodies are generated as text, so they can hold what json.dumps never writes: NaN, Infinity, 1e999,
+# integers past the digit limit, lone-surrogate escapes, repeated keys and deep nesting, alone, inside
+# otherwise valid events, and as batch elements. Every answer and outcome line is read back strictly.
+
+
+HOSTILE_THROUGH_THE_APP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+BAD_SCALARS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e400", "9" * 5000, '"\\ud800"', '"a\\udfffb"', '"\\ud83d"']
+GOOD_SCALARS = ['"\\ud83d\\ude00"', "1e308", "-0", "0.5e-999", "7" * MAX_INTEGER_DIGITS, '"\\u0000\\u2028"', '""']
+any_strings = st.text(st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)
+scalar_texts = st.one_of(
+    st.sampled_from(BAD_SCALARS + GOOD_SCALARS),
+    json_scalars.map(json.dumps),
+    any_strings.map(json.dumps),  # ensure_ascii: lone surrogates become \\udXXX escapes
+)
+key_texts = st.one_of(st.sampled_from(['"runId"', '"isArchiveEnabled"', '"data"', '"\\ud800"']), any_strings.map(json.dumps))
+hostile_texts = st.recursive(
+    scalar_texts,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+        st.lists(st.tuples(key_texts, inner), max_size=4).map(lambda pairs: "{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}"),
+        st.tuples(st.integers(MAX_DEPTH - 3, 3000), inner).map(lambda pair: "[" * pair[0] + pair[1] + "]" * pair[0]),
+    ),
+    max_leaves=12,
+)
+valid_with_a_hostile_extra = st.tuples(valid_events(), scalar_texts).map(lambda pair: json.dumps(pair[0][0])[:-1] + ', "zzExtra": ' + pair[1] + "}")
+hostile_bodies = st.one_of(
+    hostile_texts.map(str.encode),
+    valid_with_a_hostile_extra.map(str.encode),
+    st.lists(st.one_of(hostile_texts, valid_with_a_hostile_extra, valid_events().map(lambda pair: json.dumps(pair[0]))), min_size=1, max_size=4)
+    .map(lambda items: ("[" + ",".join(items) + "]").encode()),
+    st.binary(max_size=200),
+    st.tuples(st.sampled_from([b"", b"\xef\xbb\xbf", b" \n"]), valid_events().map(lambda pair: json.dumps(pair[0]).encode())).map(b"".join),
+)
+mirror_bodies = st.one_of(
+    hostile_bodies,
+    st.tuples(st.booleans(), scalar_texts).map(lambda pair: f'{{"isArchiveEnabled": {json.dumps(pair[0])}, "zzExtra": {pair[1]}}}'.encode()),
+)
+CONTENT_TYPES = {
+    "application/json": True, "Application/JSON; charset=utf-8": True, "application/json;": True, "text/json": True,
+    "application/cloudevents+json; charset=UTF-8": True, "application/cloudevents-batch+json": True, "APPLICATION/VND.ACME+JSON": True,
+    "": True, "text/plain": False, "application/xml": False, "application/x-www-form-urlencoded": False,
+    "multipart/form-data; boundary=x": False, "application/jsonx": False, "json": False, "application/json-patch": False,
+}
+
+
+def is_strict(raw: bytes) -> bool:
+    """The oracle: UTF-8 (a BOM allowed) strict JSON, unique keys, at most MAX_DEPTH levels, integers within the limit."""
+
+    def refuse(*_: Any) -> Any:
+        raise ValueError("not strict")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len({key for key, _ in pairs}) != len(pairs):
+            raise ValueError("repeated key")
+        return dict(pairs)
+
+    def integer(text: str) -> int:
+        if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+            raise ValueError("too many digits")
+        return int(text)
+
+    try:
+        value = json.loads(raw.decode("utf-8-sig"), parse_constant=refuse, parse_int=integer, object_pairs_hook=unique,
+                           parse_float=lambda t: float(t) if abs(float(t)) != float("inf") else refuse())
+        strict_json(json.dumps(value))  # ensure_ascii: a lone surrogate shows as an escape, refused below
+    except (ValueError, RecursionError, AssertionError, UnicodeError):
+        return False
+
+    def depth_ok(item: Any, depth: int) -> bool:
+        if isinstance(item, str):
+            return not any(0xD800 <= ord(c) <= 0xDFFF for c in item)
+        if isinstance(item, dict):
+            return depth <= MAX_DEPTH and all(depth_ok(k, depth) and depth_ok(v, depth + 1) for k, v in item.items())
+        if isinstance(item, list):
+            return depth <= MAX_DEPTH and all(depth_ok(v, depth + 1) for v in item)
+        return True
+
+    return depth_ok(value, 1)
+
+
+def assert_one_outcome_per_event(raw: bytes, answer: Any, published: list[dict[str, Any]], arm_requests: int) -> None:
+    """A batch: one outcome per element in order; anything else: one outcome. A body that is not strict JSON never reaches ARM."""
+    if isinstance(answer, dict) and "outcomes" in answer:
+        assert [record["body"] for record in published] == answer["outcomes"]
+        assert len(answer["outcomes"]) == len(json.loads(raw.decode("utf-8-sig")))
+    else:
+        assert len(published) == 1
+    if not is_strict(raw):
+        (record,) = published
+        assert record["body"]["outcome"] == "rejected" and record["body"]["error"]["message"].startswith("body: ")
+        assert arm_requests == 0
+
+
+@HOSTILE_THROUGH_THE_APP
+@given(raw=hostile_bodies)
+def test_the_queue_gives_any_hostile_body_one_strict_outcome(raw: bytes, http: Emulators) -> None:
+    """The queue function returns; one outcome, strict JSON; a non-strict body is rejected naming `body` without ARM."""
+    before, requests = len(strict_lines(http.outcome_file)), http.arm.stats()["requests"]
+    assert functions()["archive_queue"](_message(raw)) is None
+    published = strict_lines(http.outcome_file)[before:]
+    assert len(published) == 1
+    assert_one_outcome_per_event(raw, None, published, http.arm.stats()["requests"] - requests)
+
+
+@HOSTILE_THROUGH_THE_APP
+@given(raw=hostile_bodies, content_type=st.sampled_from(sorted(CONTENT_TYPES)))
+def test_posting_any_hostile_body_answers_strict_json_with_one_outcome_per_event(raw: bytes, content_type: str, http: Emulators) -> None:
+    """Any body under any content type: 415 publishing nothing, or a strict answer with one strict outcome per event; never a 5xx."""
+    before, requests = len(strict_lines(http.outcome_file)), http.arm.stats()["requests"]
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = functions()["archive_events"](http_request("POST", "archive-events", body=raw, headers=headers))
+    answer = strict_json(response.get_body())
+    published = strict_lines(http.outcome_file)[before:]
+    if not CONTENT_TYPES[content_type]:
+        assert response.status_code == 415 and published == []
+        return
+    assert response.status_code < 500, answer
+    if "validationResponse" in answer:
+        assert published == [] and response.status_code == 200
+        return
+    assert_one_outcome_per_event(raw, answer, published, http.arm.stats()["requests"] - requests)
+    if "outcomes" not in answer:
+        assert published[0]["body"] == answer
+
+
+@HOSTILE_THROUGH_THE_APP
+@given(raw=mirror_bodies, route=st.one_of(st.just(None), st.fixed_dictionaries({name: ROUTE_VALUES for name in FIELDS[:4]})))
+@example(raw=b'{"isArchiveEnabled": true, "zzExtra": "\\ud800"}', route=None)
+@example(raw=b'{"isArchiveEnabled": false, "zzExtra": 1e999}', route=None)
+def test_the_mirror_answers_any_hostile_body_in_strict_json_with_one_outcome(raw: bytes, route: dict[str, str] | None, http: Emulators) -> None:
+    """The PATCH mirror: a strict Run or a strict ARM error shape, one strict outcome; a non-strict body never reaches ARM."""
+    before, requests = len(strict_lines(http.outcome_file)), http.arm.stats()["requests"]
+    params = route or {"subscriptionId": "4385cf00-2d3a-425a-832f-f4285b1c9dce", "resourceGroupName": "g", "registryName": "myRegistry", "runId": "r1"}
+    response = functions()["arm_patch_run"](http_request("PATCH", "subscriptions/x", body=raw, headers={"Content-Type": "application/json"}, route_params=params))
+    answer = strict_json(response.get_body())
+    published = strict_lines(http.outcome_file)[before:]
+    assert response.status_code < 500 and len(published) == 1
+    assert (response.status_code == 200) is (published[0]["body"]["outcome"] == "succeeded")
+    if response.status_code != 200:
+        assert set(answer) == {"error"}
+    if not is_strict(raw):
+        assert answer["error"]["code"] == "InvalidEvent" and http.arm.stats()["requests"] == requests

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from azure.servicebus.exceptions import ServiceBusConnectionError, ServiceBusError
 
+from shared.arm import ArmResult
 from shared.errors import InvalidEvent, PublishFailed
 from shared.events import ArchiveRequest
 from shared.outcome import Inbound, Outcome, build_outcome
-from shared.arm import ArmResult
 from shared.publisher import FilePublisher, ServiceBusPublisher
 from tests.fakes import RecordingServiceBus
+from tests.strict import strict_json, strict_lines
 
 SUB = "4385cf00-2d3a-425a-832f-f4285b1c9dce"
 REQUEST = ArchiveRequest(SUB, "myResourceGroup", "myRegistry", "cab7", True)
@@ -136,3 +137,20 @@ def test_file_sink_failure_raises_publish_failed(tmp_path: Path) -> None:
     """An unwritable OUTCOME_FILE is a publish failure, not a crash."""
     with pytest.raises(PublishFailed, match="OUTCOME_FILE"):
         FilePublisher(str(tmp_path / "missing-dir" / "o.jsonl")).publish(_succeeded())
+
+
+HOSTILE_RUN = {**RUN, "tags": {"nan": float("nan"), "inf": float("-inf"), "lone": "\ud800", "line": "a\u2028b"}}
+"""What json.loads hands over of a Run holding NaN, -Infinity and a \\ud800 escape."""
+
+
+def test_both_sinks_write_a_hostile_run_as_strict_json(tmp_path: Path) -> None:
+    """NaN/Infinity become null, a lone surrogate U+FFFD, on the topic and in OUTCOME_FILE (one ASCII line)."""
+    inbound = Inbound(source="servicebus", correlation_id="corr-1", message_id="m-1", delivery_count=1, raw="{}")
+    outcome = build_outcome(inbound, REQUEST, result=ArmResult(HOSTILE_RUN, 200, 1, "req-1"))
+    bus, path = RecordingServiceBus(), tmp_path / "o.jsonl"
+    ServiceBusPublisher(bus.client, "outcomes").publish(outcome)
+    FilePublisher(str(path)).publish(outcome)
+    on_topic = strict_json(b"".join(bus.messages()[0].body))
+    (line,) = strict_lines(path)
+    expected = {"nan": None, "inf": None, "lone": "\ufffd", "line": "a\u2028b"}
+    assert on_topic["run"]["tags"] == expected == line["body"]["run"]["tags"]

@@ -233,3 +233,44 @@ def test_a_missing_outcome_destination_raises_naming_it(queue: Any, arm: ArmEmul
     with pytest.raises(ConfigurationError, match="OUTCOME_TOPIC_NAME"):
         queue(message(EVENT))
     assert arm.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("length", [121, 124, 128], ids=["121-characters", "124-characters", "128-characters"])
+def test_a_redelivered_message_with_a_long_id_gets_the_same_outcome_id(queue: Any, outcome_file: Path, length: int) -> None:
+    """Past 120 characters `<id>:outcome` no longer fits 128; the hashed id is still the same on every delivery."""
+    long_id, other_id = "m" * length, "m" * (length - 1) + "n"
+    queue(message(EVENT, message_id=long_id))
+    queue(message(EVENT, message_id=long_id, delivery_count=2))
+    queue(message(EVENT, message_id=other_id))
+    first, again, other = read_outcomes(outcome_file)
+    assert first["message_id"] == again["message_id"] != other["message_id"]
+    assert all(len(record["message_id"]) <= 128 for record in (first, again, other))
+    assert first["body"]["inboundMessageId"] == long_id
+
+
+HOSTILE_PROPERTIES = {
+    "forged-10kb-original-id": {"originalMessageId": "x" * 10_240},
+    "original-id-129": {"originalMessageId": "x" * 129},
+    "original-id-bytes": {"originalMessageId": b"forged"},
+    "original-id-number": {"originalMessageId": 7},
+    "count-string-inf": {"rescheduleCount": "inf"},
+    "count-float-inf": {"rescheduleCount": float("inf")},
+    "count-nan": {"rescheduleCount": float("nan")},
+    "count-float": {"rescheduleCount": 1.5},
+    "count-bool": {"rescheduleCount": True},
+    "count-negative": {"rescheduleCount": -3},
+    "count-googol": {"rescheduleCount": 10**100},
+    "count-bytes": {"rescheduleCount": b"2"},
+}
+
+
+@pytest.mark.parametrize("properties", HOSTILE_PROPERTIES.values(), ids=HOSTILE_PROPERTIES.keys())
+def test_forged_lineage_properties_are_ignored(queue: Any, outcome_file: Path, properties: dict[str, Any]) -> None:
+    """originalMessageId / rescheduleCount of the wrong shape change nothing: the message's own id is the inbound id."""
+    inbound = ServiceBusMessage(
+        body=json.dumps(EVENT).encode(), message_id="own-id", delivery_count=1, application_properties=properties, user_properties={},
+    )
+    assert queue(inbound) is None
+    (record,) = read_outcomes(outcome_file)
+    assert record["body"]["outcome"] == "succeeded"
+    assert record["body"]["inboundMessageId"] == "own-id" and record["message_id"] == "own-id:outcome"

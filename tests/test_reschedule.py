@@ -168,3 +168,35 @@ def test_a_short_throttle_is_still_retried_in_process(functions: dict[str, Any],
 def test_rescheduling_needs_service_bus(env: dict[str, str], expected: bool) -> None:
     """With OUTCOME_FILE (no Service Bus) a long throttle takes the normal transient path."""
     assert (make_scheduler(Settings.from_env(env)) is not None) is expected
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"originalMessageId": "x" * 10_240, "rescheduleCount": "inf"},
+        {"originalMessageId": b"forged", "rescheduleCount": float("inf")},
+        {"originalMessageId": 12, "rescheduleCount": -1},
+        {"originalMessageId": "", "rescheduleCount": True},
+        {"originalMessageId": "x" * 129, "rescheduleCount": 2.0},
+    ],
+    ids=["10kb-id-and-string-inf", "bytes-id-and-float-inf", "number-id-and-negative", "empty-id-and-bool", "129-id-and-float"],
+)
+def test_forged_lineage_is_replaced_on_the_copy(functions: dict[str, Any], arm: ArmEmulator, bus: RecordingServiceBus, forged: dict[str, Any]) -> None:
+    """Properties of the wrong shape are ignored: the copy is the first re-schedule of the message's own id."""
+    arm.script(SEED_RUN, Fault.status(429, retry_after="600"))
+    assert functions["archive_queue"](_message(**forged)) is None
+    (scheduled,) = bus.sent
+    assert scheduled.message.message_id == "orig-1:rescheduled:1"
+    assert scheduled.message.application_properties["originalMessageId"] == "orig-1"
+    assert scheduled.message.application_properties["rescheduleCount"] == 1
+
+
+def test_a_copy_of_a_message_with_a_128_character_id_keeps_a_bounded_deterministic_id(
+    functions: dict[str, Any], arm: ArmEmulator, bus: RecordingServiceBus
+) -> None:
+    """Past 128 characters the copy's id is the SHA-256 form, the same each time the same message is re-scheduled."""
+    arm.script(SEED_RUN, *[Fault.status(429, retry_after="600")] * 2)
+    functions["archive_queue"](_message(message_id="m" * 128))
+    functions["archive_queue"](_message(message_id="m" * 128, delivery_count=2))
+    first, again = (s.message.message_id for s in bus.sent)
+    assert first == again and len(first) <= 128 and first.endswith(":rescheduled:1")
