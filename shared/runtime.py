@@ -3,7 +3,7 @@
 The Functions host imports `function_app` once per worker process, runs invocations on a thread pool,
 and restarts the worker when app settings change. So the settings are read once, from the mapping the
 app was built with, and the Session (connection reuse), the managed-identity token cache, the Service
-Bus sender and scheduler and the batch pool are built once each, on first use, and released by close().
+Bus sender and scheduler are built once each, on first use, and released by close().
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,10 +16,8 @@ import azure.functions as func
 import pytest
 from azure.servicebus.exceptions import ServiceBusError
 
-import function_app
 from emulators import Fault
 from shared.publisher import ServiceBusPublisher
-from shared.runtime import Runtime
 from shared.webhook import BATCH_CONCURRENCY, MAX_BODY_BYTES
 from tests.fakes import RecordingServiceBus
 from tests.strict import strict_json
@@ -890,21 +887,25 @@ def bus(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> RecordingServi
     monkeypatch.delenv("OUTCOME_FILE")
     monkeypatch.setenv("OUTCOME_TOPIC_NAME", "acr-archive-outcomes")
     monkeypatch.setenv("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net")
-    runtime = Runtime(os.environ, publisher_factory=lambda s: ServiceBusPublisher(bus.client, s.outcome_topic_name or ""))
-    monkeypatch.setattr(function_app, "runtime", runtime)
     return bus
 
 
-def test_a_retried_batch_after_a_failed_publish_repeats_its_outcome_ids(emulators: Emulators, app: Any, bus: RecordingServiceBus) -> None:
+@pytest.fixture
+def bus_app(bus: RecordingServiceBus) -> LazyFunctions:
+    """The app's functions publishing to the recording topic."""
+    return LazyFunctions(publisher_factory=lambda s: ServiceBusPublisher(bus.client, s.outcome_topic_name or ""))
+
+
+def test_a_retried_batch_after_a_failed_publish_repeats_its_outcome_ids(emulators: Emulators, bus_app: Any, bus: RecordingServiceBus) -> None:
     """Publishing fails part-way: 503 with Retry-After; the retry (same x-correlation-id) sends the same ids, so no duplicates."""
     # given a topic that refuses the second outcome once
     emulators.arm.auto_create = True
     bus.fail_next(None, ServiceBusError("refused"))
     events, headers = [flat("r1"), flat("r2"), flat("r3")], {"x-correlation-id": "client-request-7"}
     # when the batch is posted, then posted again as the caller retries
-    first = post_events(app, events, headers=headers)
+    first = post_events(bus_app, events, headers=headers)
     sent_first = [m.message_id for m in bus.messages()]
-    again = post_events(app, events, headers=headers)
+    again = post_events(bus_app, events, headers=headers)
     sent_again = [m.message_id for m in bus.messages()][len(sent_first):]
     # then the first answer says when to retry, and the retry publishes only ids already known or new positions
     assert first.status_code == 503 and int(first.headers["Retry-After"]) >= 1
@@ -913,30 +914,30 @@ def test_a_retried_batch_after_a_failed_publish_repeats_its_outcome_ids(emulator
     assert sent_again == [outcome_id for outcome_id in sent_again if "client-request-7" in outcome_id]
 
 
-def test_without_a_correlation_header_each_request_has_new_outcome_ids(emulators: Emulators, app: Any, bus: RecordingServiceBus) -> None:
+def test_without_a_correlation_header_each_request_has_new_outcome_ids(emulators: Emulators, bus_app: Any, bus: RecordingServiceBus) -> None:
     """No x-correlation-id: nothing ties two requests together, so their outcome ids differ."""
     emulators.arm.auto_create = True
-    post_events(app, [flat("r1")])
-    post_events(app, [flat("r1")])
+    post_events(bus_app, [flat("r1")])
+    post_events(bus_app, [flat("r1")])
     first, second = (m.message_id for m in bus.messages())
     assert first != second
 
 
-def test_a_single_event_outcome_id_derives_from_the_correlation_header(emulators: Emulators, app: Any, bus: RecordingServiceBus) -> None:
+def test_a_single_event_outcome_id_derives_from_the_correlation_header(emulators: Emulators, bus_app: Any, bus: RecordingServiceBus) -> None:
     """The same x-correlation-id on a single event and on the mirror gives the same id each time it is sent."""
     for _ in range(2):
-        post_events(app, flat(), headers={"x-correlation-id": "one"})
-        patch_run(app, payload={"isArchiveEnabled": True}, headers={"x-correlation-id": "two"})
+        post_events(bus_app, flat(), headers={"x-correlation-id": "one"})
+        patch_run(bus_app, payload={"isArchiveEnabled": True}, headers={"x-correlation-id": "two"})
     ids = [m.message_id for m in bus.messages()]
     assert ids[0] == ids[2] != ids[1] == ids[3]
 
 
 def test_a_batch_with_a_lone_surrogate_element_is_one_rejection_before_any_update(
-    emulators: Emulators, app: Any, bus: RecordingServiceBus
+    emulators: Emulators, bus_app: Any, bus: RecordingServiceBus
 ) -> None:
     """With Service Bus: the whole body is refused (400, one strict outcome on the topic); the good element is not PATCHed."""
     body = ("[" + json.dumps(flat()) + ', {"runId": "\\ud800"}]').encode()
-    response = post_events(app, body=body)
+    response = post_events(bus_app, body=body)
     (outcome,) = bus.messages()
     published = strict_json(b"".join(outcome.body))
     assert response.status_code == 400 and response_json(response) == published
