@@ -1,13 +1,21 @@
-"""The archive flow: event → validation → ARM → outcome, and queue settlement (contract §4, §5)."""
+"""The application service: event → validation → ARM → outcome → publish, for every source (contract §4, §5).
+
+Each entry point makes one call here: the queue trigger `handle_queue_message` (its return or raise is
+the settlement), the HTTP routes `archive` (their response is built from the results). Publishing and
+logging an outcome happen here only, in `_publish_result`.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.arm import ArmClient
-from shared.errors import ArchiverError, EventRejected, InvalidEvent, PublishFailed
+from shared.errors import ArchiverError, ArmUnavailable, EventRejected, InvalidEvent, PublishFailed
 from shared.events import ArchiveRequest, check_allowed, decode_json, parse_event
 from shared.messaging import MAX_RESCHEDULES, ORIGINAL_MESSAGE_ID, RESCHEDULE_COUNT, QueueMessage
 from shared.outcome import Inbound, Outcome, build_outcome
@@ -15,6 +23,7 @@ from shared.publisher import Publisher
 from shared.settings import Settings
 
 __all__ = [
+    "BATCH_CONCURRENCY",
     "MAX_RESCHEDULES",
     "ORIGINAL_MESSAGE_ID",
     "RESCHEDULE_COUNT",
@@ -22,10 +31,15 @@ __all__ = [
     "QueueMessage",
     "Result",
     "Scheduler",
+    "Submission",
+    "batch_seconds",
     "log_outcome",
 ]
 
 log = logging.getLogger(__name__)
+
+BATCH_CONCURRENCY = 8
+"""Events of one submission in flight at once; each call has its own threads, so no caller waits for another's."""
 
 
 class Scheduler(Protocol):
@@ -49,6 +63,15 @@ class Result:
         return cls(build_outcome(inbound, request, error=error), error)
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One event handed to `Archiver.archive`: decoded JSON, or the error that refused it before parsing."""
+
+    inbound: Inbound
+    event: Any = None
+    refused: ArchiverError | None = None
+
+
 class Archiver:
     """Processes archive events with one ARM client and one publisher."""
 
@@ -69,7 +92,34 @@ class Archiver:
             return Result.failure(inbound, error, request)
         return Result(build_outcome(inbound, request, result=result))
 
-    def process_raw(self, raw: bytes, inbound: Inbound) -> Result:
+    def archive(self, submissions: Sequence[Submission]) -> list[Result]:
+        """Process every submission, then publish and log every outcome, in order (raises PublishFailed).
+
+        Several events run BATCH_CONCURRENCY at a time on threads of this call alone. An event not
+        started within batch_seconds is not sent to ARM: it fails as ArmUnavailable (retryable), so the
+        call ends within about twice one event's time however slow ARM is.
+        """
+        limit = batch_seconds(self.settings)
+        deadline = time.monotonic() + limit
+
+        def process(submission: Submission) -> Result:
+            if submission.refused is not None:
+                return Result.failure(submission.inbound, submission.refused)
+            if time.monotonic() >= deadline:
+                late = ArmUnavailable(f"not attempted: the batch used its {limit:g} s; send the event again")
+                return Result.failure(submission.inbound, late)
+            return self.process(submission.event, submission.inbound)
+
+        if len(submissions) == 1:
+            results = [process(submissions[0])]
+        else:
+            with ThreadPoolExecutor(min(BATCH_CONCURRENCY, len(submissions)), thread_name_prefix="archive-batch") as pool:
+                results = list(pool.map(process, submissions))
+        for result in results:
+            self._publish_result(result, None)
+        return results
+
+    def _process_raw(self, raw: bytes, inbound: Inbound) -> Result:
         """Decode a body holding one event, then process it."""
         try:
             event = decode_json(raw)
@@ -77,13 +127,9 @@ class Archiver:
             return Result.failure(inbound, error)
         return self.process(event, inbound)
 
-    def publish(self, outcome: Outcome) -> None:
-        """Hand the outcome to the publisher (raises PublishFailed)."""
-        self.publisher.publish(outcome)
-
-    def publish_result(self, result: Result, reference: str | None = None) -> None:
+    def _publish_result(self, result: Result, reference: str | None) -> None:
         """Publish the result's outcome, then log it: the one publish-and-log step of every source."""
-        self.publish(result.outcome)
+        self.publisher.publish(result.outcome)
         log_outcome(result, reference)
 
     def handle_queue_message(self, message: QueueMessage) -> Result:
@@ -102,7 +148,7 @@ class Archiver:
             delivery_count=message.delivery_count,
             raw=message.body.decode("utf-8", "replace"),
         )
-        result = self.process_raw(message.body, inbound)
+        result = self._process_raw(message.body, inbound)
         error = result.error
         last_delivery = delivery >= self.settings.max_delivery_count
         if error is not None and error.reschedule_after is not None and self._rescheduled(message, lineage.reschedule_count, error, last_delivery):
@@ -113,7 +159,7 @@ class Archiver:
                 message.message_id, error.code, error.attempts, delivery, self.settings.max_delivery_count,
             )
             raise error
-        self.publish_result(result, message.message_id)
+        self._publish_result(result, message.message_id)
         if error is not None and error.retryable:
             log.error("message %s: %s on its last delivery; it goes to the dead-letter queue", message.message_id, error.code)
             raise error
@@ -136,6 +182,11 @@ class Archiver:
             message.message_id, error.reschedule_after, error.code, count + 1, MAX_RESCHEDULES,
         )
         return True
+
+
+def batch_seconds(settings: Settings) -> float:
+    """How long a submission may start events: what one event may spend on ARM (timeout plus retry budget)."""
+    return settings.arm_timeout_seconds + settings.arm_retry_max_seconds
 
 
 def log_outcome(result: Result, reference: str | None) -> None:

@@ -1,34 +1,30 @@
-"""The HTTP API (contract §6): request checks, the event routes and their status mapping."""
+"""The HTTP adapter (contract §6): request checks, one call of the application service, the status mapping."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
-import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared import jsontext
-from shared.errors import ArchiverError, ArmUnavailable, ConfigurationError, InvalidEvent, PublishFailed
+from shared.errors import ArchiverError, ConfigurationError, InvalidEvent, PublishFailed
 from shared.events import decode_json
 from shared.messaging import bounded_correlation_id, http_id_base, is_validation_event
 from shared.outcome import Inbound, new_correlation_id
-from shared.runtime import Runtime
-from shared.service import Archiver, Result
+from shared.service import Archiver, Result, Submission
 from shared.settings import Settings, missing_settings, unmet_requirements
 
 __all__ = [
-    "BATCH_CONCURRENCY",
     "MAX_BATCH",
     "MAX_BODY_BYTES",
     "HttpReply",
     "HttpRequestLike",
+    "AppResources",
     "archive_events",
     "arm_patch",
-    "batch_seconds",
     "health",
     "webhook_options",
 ]
@@ -37,10 +33,18 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 100
-BATCH_CONCURRENCY = 8
-"""Events of one batch in flight at once; each batch has its own threads, so no request waits for another's."""
 SIGNATURE_HEADER = "X-Signature-256"
 CORRELATION_HEADER = "x-correlation-id"
+
+
+class AppResources(Protocol):
+    """What the routes need of the app (shared.runtime.Runtime): its settings and its application service."""
+
+    def settings(self) -> Settings: ...
+
+    def settings_without(self, names: list[str]) -> Settings: ...
+
+    def archiver(self) -> Archiver: ...
 
 
 class HttpRequestLike(Protocol):
@@ -71,7 +75,7 @@ class HttpReply:
         return b"" if self.body is None else jsontext.encode(self.body)
 
 
-def health(runtime: Runtime) -> HttpReply:
+def health(runtime: AppResources) -> HttpReply:
     """200 when the app can run; 503 naming the missing or malformed settings, never their values."""
     invalid: list[str] = []
     detail: list[str] = []
@@ -97,46 +101,57 @@ def webhook_options(request: HttpRequestLike) -> HttpReply:
     return HttpReply(200, None, {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST, OPTIONS"})
 
 
-def archive_events(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
+def archive_events(runtime: AppResources, request: HttpRequestLike) -> HttpReply:
     """POST archive-events: one event, a batch of at most MAX_BATCH, or Event Grid's validation event."""
     admitted = _admit(runtime, request)
     if isinstance(admitted, HttpReply):
         return admitted
-    archiver, inbound, headers = admitted.archiver, admitted.inbound, admitted.headers
+    inbound = admitted.inbound
     try:
         event = decode_json(admitted.body)
     except InvalidEvent as error:
-        return _single_reply(archiver, Result.failure(inbound, error), headers)
+        return _single_reply(admitted, Submission(inbound, refused=error))
     validation = _validation_answer(event)
     if validation is not None:
         log.info("answered Event Grid subscription validation")
-        return HttpReply(200, validation, headers)
+        return HttpReply(200, validation, admitted.headers)
     if not isinstance(event, list):
-        return _single_reply(archiver, archiver.process(event, inbound), headers)
+        return _single_reply(admitted, Submission(inbound, event))
     if not event or len(event) > MAX_BATCH:
         error = InvalidEvent("body", f"a batch must hold 1 to {MAX_BATCH} events, not {len(event)}")
-        return _single_reply(archiver, Result.failure(inbound, error), headers)
-    return _batch_reply(archiver, event, inbound, admitted.caller_correlation, headers)
+        return _single_reply(admitted, Submission(inbound, refused=error))
+    submissions = [
+        Submission(
+            Inbound(
+                source="http", correlation_id=inbound.correlation_id, raw=jsontext.dumps(element),
+                id_base=http_id_base(inbound.correlation_id, position) if admitted.caller_correlation else None,
+            ),
+            element,
+        )
+        for position, element in enumerate(event)
+    ]
+    results = _archive(admitted, submissions)
+    if isinstance(results, HttpReply):
+        return results
+    return HttpReply(200, {"outcomes": [result.outcome.body for result in results]}, admitted.headers)
 
 
-def arm_patch(runtime: Runtime, request: HttpRequestLike) -> HttpReply:
+def arm_patch(runtime: AppResources, request: HttpRequestLike) -> HttpReply:
     """The ARM-compatible mirror of Runs - Update: 200 with the final Run, or ARM's error shape."""
     admitted = _admit(runtime, request)
     if isinstance(admitted, HttpReply):
         return admitted
-    archiver, inbound, headers = admitted.archiver, admitted.inbound, admitted.headers
     try:
-        event = _mirror_event(request, admitted.body, archiver.settings.arm_api_version)
+        submission = Submission(admitted.inbound, _mirror_event(request, admitted.body, admitted.archiver.settings.arm_api_version))
     except InvalidEvent as error:
-        result = Result.failure(inbound, error)
-    else:
-        result = archiver.process(event, inbound)
-    failure = _publish(archiver, [result], headers)
-    if failure is not None:
-        return failure
+        submission = Submission(admitted.inbound, refused=error)
+    results = _archive(admitted, [submission])
+    if isinstance(results, HttpReply):
+        return results
+    (result,) = results
     if result.error is not None:
-        return _error_reply(result.error.http_status, result.error.code, result.error.message, headers, result.error)
-    return HttpReply(200, result.outcome.body["run"], headers)
+        return _error_reply(result.error.http_status, result.error.code, result.error.message, admitted.headers, result.error)
+    return HttpReply(200, result.outcome.body["run"], admitted.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +166,7 @@ class _Admitted:
     """The caller sent x-correlation-id: outcome ids derive from it, so a retried request repeats them."""
 
 
-def _admit(runtime: Runtime, request: HttpRequestLike) -> _Admitted | HttpReply:
+def _admit(runtime: AppResources, request: HttpRequestLike) -> _Admitted | HttpReply:
     """The checks that run before a request counts as an event: size, settings, signature, content type."""
     # Service Bus takes correlation ids of at most 128 characters; a longer header is cut, and echoed cut.
     given = bounded_correlation_id(request.headers.get(CORRELATION_HEADER))
@@ -213,63 +228,22 @@ def _mirror_event(request: HttpRequestLike, body: bytes, api_version: str) -> di
     return event
 
 
-def _single_reply(archiver: Archiver, result: Result, headers: dict[str, str]) -> HttpReply:
-    failure = _publish(archiver, [result], headers)
-    if failure is not None:
-        return failure
+def _single_reply(admitted: _Admitted, submission: Submission) -> HttpReply:
+    results = _archive(admitted, [submission])
+    if isinstance(results, HttpReply):
+        return results
+    (result,) = results
     status = 200 if result.error is None else result.error.http_status
-    return HttpReply(status, result.outcome.body, _with_retry_after(headers, result.error))
+    return HttpReply(status, result.outcome.body, _with_retry_after(admitted.headers, result.error))
 
 
-def _batch_reply(
-    archiver: Archiver, events: list[Any], inbound: Inbound, caller_correlation: bool, headers: dict[str, str]
-) -> HttpReply:
-    inbounds = [
-        Inbound(
-            source="http", correlation_id=inbound.correlation_id, raw=jsontext.dumps(element),
-            id_base=http_id_base(inbound.correlation_id, position) if caller_correlation else None,
-        )
-        for position, element in enumerate(events)
-    ]
-    results = _process_batch(archiver, events, inbounds)
-    failure = _publish(archiver, results, headers)
-    if failure is not None:
-        return failure
-    return HttpReply(200, {"outcomes": [result.outcome.body for result in results]}, headers)
-
-
-def batch_seconds(settings: Settings) -> float:
-    """How long a batch may start events: what one event may spend on ARM (timeout plus retry budget)."""
-    return settings.arm_timeout_seconds + settings.arm_retry_max_seconds
-
-
-def _process_batch(archiver: Archiver, events: list[Any], inbounds: list[Inbound]) -> list[Result]:
-    """Every event of the batch, BATCH_CONCURRENCY at a time, on threads of this request alone.
-
-    An event not started within batch_seconds is not sent to ARM: it fails as ArmUnavailable (retryable),
-    so the request ends within about twice one event's time however slow ARM is.
-    """
-    limit = batch_seconds(archiver.settings)
-    deadline = time.monotonic() + limit
-
-    def process(event: Any, inbound: Inbound) -> Result:
-        if time.monotonic() >= deadline:
-            return Result.failure(inbound, ArmUnavailable(f"not attempted: the batch used its {limit:g} s; send the event again"))
-        return archiver.process(event, inbound)
-
-    with ThreadPoolExecutor(min(BATCH_CONCURRENCY, len(events)), thread_name_prefix="archive-batch") as pool:
-        return list(pool.map(process, events, inbounds))
-
-
-def _publish(archiver: Archiver, results: list[Result], headers: dict[str, str]) -> HttpReply | None:
-    """Publish every outcome; a failure is a 503 the caller may retry (the PATCH is idempotent)."""
+def _archive(admitted: _Admitted, submissions: list[Submission]) -> list[Result] | HttpReply:
+    """The one call of the application service; a failed publish is a 503 the caller may retry (same ids)."""
     try:
-        for result in results:
-            archiver.publish_result(result)
+        return admitted.archiver.archive(submissions)
     except PublishFailed as error:
-        log.error("HTTP request %s: %s", headers[CORRELATION_HEADER], error.message)
-        return _error_reply(503, error.code, error.message, {**headers, "Retry-After": "1"})
-    return None
+        log.error("HTTP request %s: %s", admitted.headers[CORRELATION_HEADER], error.message)
+        return _error_reply(503, error.code, error.message, {**admitted.headers, "Retry-After": "1"})
 
 
 def _error_reply(status: int, code: str, message: str, headers: dict[str, str], error: ArchiverError | None = None) -> HttpReply:

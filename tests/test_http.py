@@ -18,7 +18,8 @@ from azure.servicebus.exceptions import ServiceBusError
 
 from emulators import Fault
 from shared.publisher import ServiceBusPublisher
-from shared.webhook import BATCH_CONCURRENCY, MAX_BODY_BYTES
+from shared.service import BATCH_CONCURRENCY
+from shared.webhook import MAX_BODY_BYTES
 from tests.fakes import RecordingServiceBus
 from tests.strict import strict_json
 from tests.support import (
