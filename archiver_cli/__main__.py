@@ -1,9 +1,9 @@
-"""`python -m shared.cli`: the operator CLI."""
+"""`python -m archiver_cli`: the operator CLI."""
 
 from __future__ import annotations
 
 import sys
 
-from shared.cli.app import main
+from archiver_cli.app import main
 
 sys.exit(main())

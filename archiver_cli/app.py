@@ -13,8 +13,8 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.servicebus.exceptions import ServiceBusError
 
 from shared.auth import TokenCredential
-from shared.cli import archive, dead_letters, outcomes, send
-from shared.cli.context import CliError, Context, default_credential, describe, load_settings
+from archiver_cli import archive, dead_letters, outcomes, send
+from archiver_cli.context import CliError, Context, default_credential, describe, load_settings
 from shared.errors import ArchiverError, ArmError, ConfigurationError, EventRejected, TokenUnavailable
 from shared.settings import Settings
 

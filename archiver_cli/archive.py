@@ -8,8 +8,8 @@ from typing import Any
 
 from shared.arm import ArmClient, new_session
 from shared.auth import ManagedIdentityTokens
-from shared.cli.context import Context
-from shared.cli.output import print_json, print_table
+from archiver_cli.context import Context
+from archiver_cli.output import print_json, print_table
 from shared.events import parse_event
 
 __all__ = ["add_parser", "run", "run_row"]

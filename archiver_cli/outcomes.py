@@ -7,9 +7,9 @@ import json
 import time
 from typing import Any, TextIO
 
-from shared.cli.context import DEFAULT_SUBSCRIPTION, CliError, Context
-from shared.cli.messages import body_value, properties
-from shared.cli.output import print_json
+from archiver_cli.context import DEFAULT_SUBSCRIPTION, CliError, Context
+from archiver_cli.messages import body_value, properties
+from archiver_cli.output import print_json
 
 __all__ = ["OutcomeTable", "add_parser", "record", "run"]
 

@@ -18,8 +18,8 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import MessageLockLostError, ServiceBusConnectionError
 
 from shared.arm import ArmResult
-from shared.cli import main
-from shared.cli.context import DEFAULT_SUBSCRIPTION
+from archiver_cli import main
+from archiver_cli.context import DEFAULT_SUBSCRIPTION
 from shared.errors import ArmError, InvalidEvent
 from shared.events import ArchiveRequest
 from shared.outcome import Inbound, build_outcome
@@ -490,10 +490,10 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_the_console_script_and_module_entry_points_exist() -> None:
-    """pyproject.toml declares `acr-archiver = shared.cli:main`, and `python -m shared.cli --help` works."""
+    """pyproject.toml declares `acr-archiver = archiver_cli:main`, and `python -m archiver_cli --help` works."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["acr-archiver"] == "shared.cli:main"
-    completed = subprocess.run([sys.executable, "-m", "shared.cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert project["project"]["scripts"]["acr-archiver"] == "archiver_cli:main"
+    completed = subprocess.run([sys.executable, "-m", "archiver_cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0
     for command in ("archive", "send", "dead-letters", "outcomes"):
         assert command in completed.stdout

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.cli.context import DEFAULT_SUBSCRIPTION
+from archiver_cli.context import DEFAULT_SUBSCRIPTION
 from shared.settings import SETTING_NAMES, Settings
 from tests.bicep_text import Bicep, properties
 
