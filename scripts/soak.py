@@ -16,7 +16,8 @@ request for that run: a PATCH the app gave up on (read timeout) may still land, 
 
 Afterwards every event must have ended exactly once, as succeeded, failed, rejected or dead-lettered
 (with its `failed` outcome); `lost` counts those that did not, `duplicates` those with more than one
-outcome. Each run's final `isArchiveEnabled` in the emulator must be the flag of the last event that
+outcome, `wrong_ends` those that ended otherwise than their scenario says (`PlannedEvent.expected_end`:
+an absorbed `arm-401-refresh` must succeed, not fail). Each run's final `isArchiveEnabled` in the emulator must be the flag of the last event that
 succeeded for it. `soak-report.json` holds the figures; the exit status is 0 only if all of that holds.
 """
 
@@ -198,6 +199,7 @@ class SoakReport:
     duplicates: int
     redeliveries: int
     final_state_mismatches: int
+    wrong_ends: int
     leaks: int
     unexpected_exceptions: int
     harness_leftovers: int
@@ -373,14 +375,17 @@ def _report(config: SoakConfig, events: list[PlannedEvent], harness: _Harness, o
         settlement = harness.settlements[event.message_id]
         bodies = records.get(event.message_id, [])
         end = _end_of(event, settlement, bodies)
+        label = event.scenario.name if event.scenario else ("invalid-event" if event.run_id is None else "no-fault")
         if end == "lost":
             problems.append(f"{event.message_id} ({event.scenario.name if event.scenario else 'no fault'}) lost: "
                             f"deliveries {settlement.deliveries}, completed at {settlement.completed_at}, outcomes {[b['outcome'] for b in bodies]}")
         counts[end] += 1
+        if end not in ("lost", event.expected_end):
+            counts["wrong_ends"] += 1
+            problems.append(f"{event.message_id} ({label}, {event.persistence or 'no fault'}) ended {end}, expected {event.expected_end}")
         counts["duplicates"] += len(bodies) > 1
         counts["deliveries"] += settlement.deliveries
         raised.update(settlement.raised)
-        label = event.scenario.name if event.scenario else ("invalid-event" if event.run_id is None else "no-fault")
         scenarios[label].update({"events": 1, end: 1, "deliveries": settlement.deliveries})
     expected = {run: None for run in final_state}
     for run, successes in harness.successes.items():
@@ -397,7 +402,8 @@ def _report(config: SoakConfig, events: list[PlannedEvent], harness: _Harness, o
     return SoakReport(
         events=len(events), succeeded=counts["succeeded"], failed=counts["failed"], rejected=counts["rejected"],
         dead_lettered=counts["dead_lettered"], lost=counts["lost"], duplicates=counts["duplicates"],
-        redeliveries=counts["deliveries"] - len(events), final_state_mismatches=len(mismatches), leaks=len(leaks),
+        redeliveries=counts["deliveries"] - len(events), final_state_mismatches=len(mismatches),
+        wrong_ends=counts["wrong_ends"], leaks=len(leaks),
         unexpected_exceptions=unexpected, harness_leftovers=harness.leftovers, deliveries=counts["deliveries"],
         runs=len(final_state), workers=config.workers, seed=config.seed, seconds=round(seconds, 2),
         events_per_second=round(len(events) / seconds, 1) if seconds else 0.0,
@@ -429,6 +435,7 @@ def summary(report: SoakReport) -> str:
         f"{'events':<24}{report.events:>8}",
         *(f"{name.replace('_', '-'):<24}{getattr(report, name):>8}" for name in COUNTS[1:]),
         f"{'final-state mismatches':<24}{report.final_state_mismatches:>8}",
+        f"{'wrong ends':<24}{report.wrong_ends:>8}",
         f"{'secrets in logs/outcomes':<24}{report.leaks:>8}",
         f"{'deliveries':<24}{report.deliveries:>8}",
         f"{'runs':<24}{report.runs:>8}",
