@@ -152,6 +152,16 @@ class SoakArm(ArmEmulator):
         return None
 
 
+class SoakIdentity(IdentityEmulator):
+    """The identity endpoint, able to drop an injected failure no request took."""
+
+    def drop_failures(self) -> int:
+        """Forget the injected failures still queued; how many there were."""
+        with self._lock:
+            left, self._failures = len(self._failures), []
+            return left
+
+
 class FlakyPublisher:
     """OUTCOME_FILE, failing to publish on the deliveries the plan says (as a Service Bus outage would)."""
 
@@ -230,7 +240,7 @@ class _Harness:
     """Plays Service Bus for the queue function, one worker per partition of the runs."""
 
     def __init__(self, config: SoakConfig, events: list[PlannedEvent], queue: Callable[[ServiceBusMessage], Any],
-                 arm: SoakArm, identity: IdentityEmulator, publisher: FlakyPublisher) -> None:
+                 arm: SoakArm, identity: SoakIdentity, publisher: FlakyPublisher) -> None:
         self.config = config
         self.events = events
         self.queue = queue
@@ -242,6 +252,8 @@ class _Harness:
         self.leftovers = 0
         self.leftover_details: list[str] = []
         self._lock = threading.Lock()
+        self._identity_fault = threading.Lock()
+        """Held by the delivery whose 401 refresh is scripted to meet an identity 500 (see `_deliver`)."""
 
     def run(self) -> None:
         """Deliver every event until it completes or is dead-lettered."""
@@ -265,7 +277,22 @@ class _Harness:
                 self.settlements[event.message_id].dead_lettered = True
 
     def _deliver(self, event: PlannedEvent, delivery: int) -> bool:
-        """One delivery; True when the function returned (the message is completed)."""
+        """One delivery; True when the function returned (the message is completed).
+
+        An identity failure is one process-wide queue that any worker's next token request takes. Two such
+        deliveries at once stacked two 500s in front of one refresh: msal retries once, then caches the 500
+        for 5 s, so every worker's refresh failed meanwhile and absorbed 401s ended otherwise. So one such
+        delivery runs at a time, and a failure no request took is dropped before the next.
+        """
+        if event.scenario is None or not event.scenario.token or not event.faulted(delivery):
+            return self._deliver_now(event, delivery)
+        with self._identity_fault:
+            try:
+                return self._deliver_now(event, delivery)
+            finally:
+                self.identity.drop_failures()
+
+    def _deliver_now(self, event: PlannedEvent, delivery: int) -> bool:
         self._arrange(event, delivery)
         settlement = self.settlements[event.message_id]
         settlement.deliveries = delivery
@@ -321,7 +348,7 @@ def run_soak(config: SoakConfig, workdir: Path, patch: Patcher, *, progress: Cal
     watch = LeakWatch()
     root = logging.getLogger()
     level = root.level
-    with IdentityEmulator() as identity, SoakArm(token_validator=identity.is_valid, auto_create=True, seed=False) as arm:
+    with SoakIdentity() as identity, SoakArm(token_validator=identity.is_valid, auto_create=True, seed=False) as arm:
         for name in (*SETTING_NAMES, *IDENTITY_ENVIRONMENT):
             patch.delenv(name, raising=False)
         settings = {**identity.environ(), "ARM_ENDPOINT": arm.url, "OUTCOME_FILE": str(outcome_file), **config.settings()}

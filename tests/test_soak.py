@@ -150,3 +150,4 @@ def test_an_emulator_takes_every_simultaneous_first_connection_of_the_soak_worke
         for client in clients:
             client.close()
         server.stop()
+
