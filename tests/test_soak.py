@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import selectors
 import socket
+import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from emulators.server import LoopbackServer
-from scripts.soak import SoakConfig, run_soak
+from scripts.soak import SoakConfig, SoakIdentity, _Harness, run_soak
 from scripts.soak_plan import SCENARIOS, PlannedEvent, plan_events
 from shared.errors import ArchiverError
 from shared.service import Archiver
@@ -151,3 +153,43 @@ def test_an_emulator_takes_every_simultaneous_first_connection_of_the_soak_worke
             client.close()
         server.stop()
 
+
+
+class _QuietArm:
+    """The harness's view of ARM, for a harness-only test: nothing in flight, nothing left over."""
+
+    def quiet(self, run_id: str) -> bool:
+        return True
+
+    def leftovers(self, run_id: str) -> int:
+        return 0
+
+    def script(self, run_id: str, *faults: Any) -> None:
+        """No fault is scripted on ARM in this test."""
+
+
+def test_identity_failures_never_stack_up_between_workers() -> None:
+    """Each delivery scripted to meet an identity 500 finds exactly its own 500 queued, on 16 workers at once.
+
+    Two stacked 500s defeat msal's single retry of a refresh, and msal then caches the 500 for 5 s, failing every
+    worker's refresh: the soak's flake. Here no request ever takes a failure, so a harness that let them stack
+    would show two or more.
+    """
+    identity = SoakIdentity()
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def queue(message: Any) -> None:
+        with identity._lock:
+            queued = len(identity._failures)
+        with lock:
+            seen.append(queued)
+
+    scenario = _SCENARIO["arm-401-refresh-identity-500"]
+    events = [PlannedEvent(n, f"m{n}", b"{}", f"run-{n:04d}", True, scenario, "in-process", 1) for n in range(64)]
+    publisher = types.SimpleNamespace(outcomes={})
+    try:
+        _Harness(SoakConfig(events=64, workers=16), events, queue, _QuietArm(), identity, publisher).run()  # type: ignore[arg-type]
+    finally:
+        identity.stop()
+    assert seen == [1] * 64
