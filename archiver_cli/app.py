@@ -16,7 +16,9 @@ from azure.servicebus.exceptions import ServiceBusError
 
 from shared.auth import TokenCredential
 from archiver_cli import archive, dead_letters, outcomes, send
-from archiver_cli.context import CliError, Context, default_credential, describe, identity_environment, operator_values, settings_of
+from archiver_cli.context import (
+    SIGN_IN, CliError, Context, default_credential, describe, identity_environment, operator_values, settings_of,
+)
 from shared.errors import ArchiverError, ArmError, ConfigurationError, EventRejected, TokenUnavailable
 from shared.settings import Settings
 
@@ -79,7 +81,7 @@ def main(
         err.write("\ninterrupted\n")
         return 130
     except Exception as error:  # every failure becomes one line; --debug adds the traceback
-        message, status = _explain(error, ctx.sign_in_hint() if ctx is not None else "sign in with 'az login' or 'azd auth login'")
+        message, status = _explain(error, ctx.sign_in_hint() if ctx is not None else SIGN_IN)
         if args.debug:
             traceback.print_exc(file=err)
         err.write(f"{PROG}: error: {message}\n")

@@ -18,6 +18,7 @@ __all__ = [
     "Context",
     "DEFAULT_SUBSCRIPTION",
     "IDENTITY_NAMES",
+    "SIGN_IN",
     "default_credential",
     "describe",
     "identity_environment",
@@ -25,6 +26,9 @@ __all__ = [
     "operator_values",
     "settings_of",
 ]
+
+SIGN_IN = "sign in with 'az login' or 'azd auth login'"
+"""What to do when DefaultAzureCredential gave no token."""
 
 IDENTITY_NAMES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")
 """A managed-identity endpoint (App Service protocol): Azure's inside Azure, the identity emulator's locally."""
@@ -76,7 +80,7 @@ def settings_of(values: Mapping[str, str]) -> Settings:
 
 
 def default_credential(settings: Settings) -> TokenCredential:
-    """The managed-identity endpoint when IDENTITY_ENDPOINT names one (see `identity_environment`), else the operator's sign-in."""
+    """The managed-identity endpoint when IDENTITY_ENDPOINT names one (`identity_environment`), else the operator's sign-in."""
     if all(os.environ.get(name) for name in IDENTITY_NAMES):
         from azure.identity import ManagedIdentityCredential
 
@@ -133,8 +137,9 @@ class Context:
         """What to do when no token came: start the named identity endpoint, or sign in."""
         endpoint = self.values.get("IDENTITY_ENDPOINT")
         if endpoint and self.values.get("IDENTITY_HEADER"):
-            return f"is the managed-identity endpoint IDENTITY_ENDPOINT={clean_url(endpoint)} running, and IDENTITY_HEADER its secret?"
-        return "sign in with 'az login' or 'azd auth login'"
+            where = clean_url(endpoint)
+            return f"is the managed-identity endpoint IDENTITY_ENDPOINT={where} running, and IDENTITY_HEADER its secret?"
+        return SIGN_IN
 
     def queue_name(self, override: str | None) -> str:
         """--queue, else ARCHIVE_QUEUE_NAME."""

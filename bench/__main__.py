@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, type=lambda text: tuple(int(part) for part in text.split(",")), default=default)
         else:
             parser.add_argument(flag, type=type(default), default=default)
-    parser.add_argument("--update-docs", action="store_true", help="write the tracked results, plot and doc (default: bench/out/)")
+    parser.add_argument("--update-docs", action="store_true", help="write the tracked results, plot and doc (default bench/out/)")
     parser.add_argument("--results", type=Path, help="results.json to write (instead of the default)")
     parser.add_argument("--plot", type=Path, help="throughput.png to write")
     parser.add_argument("--doc", type=Path, help="performance.md whose table is replaced")
@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def output_paths(update_docs: bool, results: Path | None = None, plot: Path | None = None, doc: Path | None = None) -> tuple[Path, Path, Path]:
+def output_paths(
+    update_docs: bool, results: Path | None = None, plot: Path | None = None, doc: Path | None = None
+) -> tuple[Path, Path, Path]:
     """The results, plot and doc a run writes: the tracked ones only when asked, else bench/out/ (explicit paths win)."""
     tracked_results, tracked_plot, tracked_doc = TRACKED
     if update_docs:

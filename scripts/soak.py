@@ -17,7 +17,8 @@ request for that run: a PATCH the app gave up on (read timeout) may still land, 
 Afterwards every event must have ended exactly once, as succeeded, failed, rejected or dead-lettered
 (with its `failed` outcome); `lost` counts those that did not, `duplicates` those with more than one
 outcome, `wrong_ends` those that ended otherwise than their scenario says (`PlannedEvent.expected_end`:
-an absorbed `arm-401-refresh` must succeed, not fail). Each run's final `isArchiveEnabled` in the emulator must be the flag of the last event that
+an absorbed `arm-401-refresh` must succeed, not fail).
+Each run's final `isArchiveEnabled` in the emulator must be the flag of the last event that
 succeeded for it. `soak-report.json` holds the figures; the exit status is 0 only if all of that holds.
 """
 
@@ -409,7 +410,8 @@ def _report(config: SoakConfig, events: list[PlannedEvent], harness: _Harness, o
         counts[end] += 1
         if end not in ("lost", event.expected_end):
             counts["wrong_ends"] += 1
-            problems.append(f"{event.message_id} ({label}, {event.persistence or 'no fault'}) ended {end}, expected {event.expected_end}")
+            how = event.persistence or "no fault"
+            problems.append(f"{event.message_id} ({label}, {how}) ended {end}, expected {event.expected_end}")
         counts["duplicates"] += len(bodies) > 1
         counts["deliveries"] += settlement.deliveries
         raised.update(settlement.raised)

@@ -28,7 +28,9 @@ from shared.outcome import Inbound, build_outcome
 from shared.publisher import to_message
 from tests.fakes import RecordingServiceBus, dead_letter_path, subscription_path
 from emulators import ArmEmulator, IdentityEmulator
-from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, Emulators, assert_valid_run, closed_port_url, run_resource_id, start_emulators
+from tests.support import (
+    GROUP, REGISTRY, SEED_RUN, SUB, Emulators, assert_valid_run, closed_port_url, run_resource_id, start_emulators,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "acr-archive-events"
@@ -187,7 +189,8 @@ def test_an_identity_endpoint_that_gives_no_token_is_one_line_saying_which(
     """No token from the file's identity endpoint: one line naming it, no azure-identity report, no `az login`."""
     for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
         monkeypatch.delenv(name, raising=False)
-    url, header = (closed_port_url() + "/msi/token", identity.header_secret) if endpoint == "refused" else (identity.endpoint, "not-the-secret")
+    refused = endpoint == "refused"
+    url, header = (closed_port_url() + "/msi/token", identity.header_secret) if refused else (identity.endpoint, "not-the-secret")
     path = _emulator_settings_file(tmp_path, url, header, arm.url)
     result = cli("--settings", str(path), "archive", "-r", REGISTRY, "--run-id", SEED_RUN, env={})
     assert_one_line_error(result, 1, "no Azure token", f"IDENTITY_ENDPOINT={url}", "running")
@@ -553,12 +556,17 @@ def test_outcomes_of_a_file_refuse_a_bad_line_by_number(tmp_path: Path, content:
     assert_one_line_error(cli("outcomes", "--file", str(path)), 2, f"{path} {fragment}")
 
 
-@settings(max_examples=150, deadline=None)
-@given(lines=st.lists(st.one_of(st.binary(max_size=60), st.recursive(
+_KEYS = st.sampled_from(["body", "application_properties", "request", "error", "outcome", "x"])
+_JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["body", "application_properties", "request", "error", "x"]), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
     max_leaves=12,
-).map(lambda value: json.dumps(value).encode())), max_size=6), output=st.sampled_from(["table", "json"]))
+)
+_LINES = st.lists(st.one_of(st.binary(max_size=60), _JSON.map(lambda value: json.dumps(value).encode())), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=_LINES, output=st.sampled_from(["table", "json"]))
 def test_any_outcome_file_prints_or_is_refused_in_one_line(lines: list[bytes], output: str) -> None:
     """Whatever a file holds, `outcomes --file` prints it (one printable row each) or refuses it in one line; never crashes."""
     import tempfile
@@ -580,7 +588,8 @@ def test_any_outcome_file_prints_or_is_refused_in_one_line(lines: list[bytes], o
 def test_a_table_cell_cannot_drive_the_terminal(tmp_path: Path) -> None:
     """An escape sequence, control character or lone surrogate in an outcome never reaches the terminal as such."""
     path = tmp_path / "outcomes.jsonl"
-    hostile = {"body": {"outcome": "failed\x1b[2J\x1b]0;owned\x07", "source": "x\x9b", "error": {"code": "E\r\nX", "message": "\ud800"}}}
+    error = {"code": "E\r\nX", "message": "\ud800"}
+    hostile = {"body": {"outcome": "failed\x1b[2J\x1b]0;owned\x07", "source": "x\x9b", "error": error}}
     path.write_text(json.dumps(hostile) + "\n")
     result = cli("outcomes", "--file", str(path))
     assert result.status == 0, result.err
@@ -592,7 +601,8 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
     """`acr-archiver outcomes --file … | head -1`: exit status 0 and nothing on stderr, as Unix filters do."""
     path = _outcome_file(tmp_path, 5000)  # about 1 MB of table: far more than a pipe holds, so the writer meets EPIPE
     with subprocess.Popen(
-        [sys.executable, "-m", "archiver_cli", "outcomes", "--file", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "archiver_cli", "outcomes", "--file", str(path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as process:
         assert process.stdout is not None and process.stderr is not None
         assert process.stdout.readline().startswith(b"COMPLETED")
@@ -652,7 +662,8 @@ def test_progress_when_piped_is_plain_lines() -> None:
 def test_commands_without_a_table_never_import_rich() -> None:
     """rich is imported lazily: `--help` and JSON output do not pay its import time."""
     completed = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "archiver_cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-X", "importtime", "-m", "archiver_cli", "--help"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert completed.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in completed.stderr.splitlines() if line.startswith("import time:")}
@@ -694,7 +705,9 @@ def test_the_console_script_and_module_entry_points_exist() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["acr-archiver"] == "archiver_cli:main"
     assert "archiver_cli" in project["tool"]["setuptools"]["packages"]["find"]["include"]
-    completed = subprocess.run([sys.executable, "-m", "archiver_cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    completed = subprocess.run(
+        [sys.executable, "-m", "archiver_cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert completed.returncode == 0
     for command in ("archive", "send", "dead-letters", "outcomes"):
         assert command in completed.stdout

@@ -14,7 +14,8 @@ def test_the_demo_shows_succeeded_failed_and_rejected_outcomes_and_cleans_up(tmp
     temp = tmp_path / "tmp"
     temp.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "scripts.demo"], cwd=root, capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(temp)}
+        [sys.executable, "-m", "scripts.demo"],
+        cwd=root, capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(temp)},
     )
     assert done.returncode == 0, done.stderr
     for word in ("succeeded", "failed", "rejected", "HTTP 200", "HTTP 404", "HTTP 400", "completed"):

@@ -357,7 +357,7 @@ def test_a_fault_that_has_passed_is_healed_by_redelivery(name: str, harness: Har
 
 
 def test_the_closed_port_refuses_and_no_one_else_can_take_it() -> None:
-    """closed_port_url: connecting is refused, and the port stays held (binding it again fails), so it cannot turn into a listener."""
+    """closed_port_url: connecting is refused, and the port stays held (binding it again fails): it never becomes a listener."""
     import socket
 
     port = int(closed_port_url().rsplit(":", 1)[1])

@@ -189,7 +189,9 @@ def test_identity_failures_never_stack_up_between_workers() -> None:
     events = [PlannedEvent(n, f"m{n}", b"{}", f"run-{n:04d}", True, scenario, "in-process", 1) for n in range(64)]
     publisher = types.SimpleNamespace(outcomes={})
     try:
-        _Harness(SoakConfig(events=64, workers=16), events, queue, _QuietArm(), identity, publisher).run()  # type: ignore[arg-type]
+        config = SoakConfig(events=64, workers=16)
+        harness = _Harness(config, events, queue, _QuietArm(), identity, publisher)  # type: ignore[arg-type]
+        harness.run()
     finally:
         identity.stop()
     assert seen == [1] * 64
