@@ -722,3 +722,5 @@ def test_the_cli_is_its_own_package_and_never_deployed() -> None:
     assert "rich" not in (ROOT / "requirements.txt").read_text()
     assert any(line.startswith("rich==") for line in (ROOT / "requirements-cli.txt").read_text().splitlines())
     assert "-r requirements-cli.txt" in (ROOT / "requirements-dev.txt").read_text().splitlines()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["dynamic"]["optional-dependencies"]["cli"] == {"file": ["requirements-cli.txt"]}
