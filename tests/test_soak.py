@@ -56,9 +56,11 @@ def _swallowing_transient_failures(original: Any) -> Any:
 
 
 def _publishing_twice(original: Any) -> Any:
-    def publish(self: Archiver, outcome: Any) -> None:
-        original(self, outcome)
-        original(self, outcome)
+    """A broken publish step: each outcome goes out twice."""
+
+    def publish(self: Archiver, result: Any, reference: str | None) -> None:
+        original(self, result, reference)
+        original(self, result, reference)
 
     return publish
 
@@ -66,10 +68,11 @@ def _publishing_twice(original: Any) -> Any:
 def _reporting_rejections_as_failures(original: Any) -> Any:
     """A broken outcome: every event ends exactly once, but a rejected one says `failed`."""
 
-    def publish(self: Archiver, outcome: Any) -> None:
+    def publish(self: Archiver, result: Any, reference: str | None) -> None:
+        outcome = result.outcome
         if outcome.outcome == "rejected":
-            outcome = dataclasses.replace(outcome, body={**outcome.body, "outcome": "failed"})
-        original(self, outcome)
+            result = dataclasses.replace(result, outcome=dataclasses.replace(outcome, body={**outcome.body, "outcome": "failed"}))
+        original(self, result, reference)
 
     return publish
 
@@ -78,8 +81,8 @@ def _reporting_rejections_as_failures(original: Any) -> Any:
     ("method", "breakage", "figure"),
     [
         ("handle_queue_message", _swallowing_transient_failures, "lost"),
-        ("publish", _publishing_twice, "duplicates"),
-        ("publish", _reporting_rejections_as_failures, "wrong_ends"),
+        ("_publish_result", _publishing_twice, "duplicates"),
+        ("_publish_result", _reporting_rejections_as_failures, "wrong_ends"),
     ],
     ids=["transient-failure-dropped", "outcome-published-twice", "wrong-end-state"],
 )
