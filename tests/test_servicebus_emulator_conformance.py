@@ -12,7 +12,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBu
 
 from emulators.servicebus import ConfigError, ServiceBusEmulator
 from emulators.servicebus.sqlfilter import parse_sql_filter
-from tests.test_servicebus_emulator import CONFIG, QUEUE, SHORT, TOPIC, Driver, emulator, sb, wait_for  # noqa: F401
+from tests.test_servicebus_emulator import CONFIG, QUEUE, SHORT, TOPIC, Driver, Skew, emulator, sb, skew, wait_for  # noqa: F401
 
 _DELETE = ServiceBusReceiveMode.RECEIVE_AND_DELETE
 
@@ -93,16 +93,17 @@ def test_duplicate_window_expiry_accepts_the_id_again(emulator: ServiceBusEmulat
     assert (first is not None, repeat is None, after is not None) == (True, True, True)
 
 
-def test_scheduled_message_has_a_sequence_number_and_appears_at_its_time(sb: Driver, emulator: ServiceBusEmulator) -> None:
+def test_scheduled_message_has_a_sequence_number_and_appears_at_its_time(sb: Driver, emulator: ServiceBusEmulator, skew: Skew) -> None:
     """Scheduled messages get their sequence number when scheduled and only materialize in the queue at the defined time.
 
     https://learn.microsoft.com/azure/service-bus-messaging/message-sequencing#scheduled-messages
     """
-    number = sb.schedule(ServiceBusMessage("later", message_id="sched"), dt.datetime.now(dt.timezone.utc) + dt.timedelta(milliseconds=800))
+    number = sb.schedule(ServiceBusMessage("later", message_id="sched"), dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
     sb.send(ServiceBusMessage("now", message_id="now"))
     now_seq = emulator.messages(QUEUE)[0]["sequence_number"]
     assert number < now_seq  # numbered at scheduling time, before the later send
     assert [m["message_id"] for m in emulator.messages(QUEUE)] == ["now"]
+    skew.seconds = 3601
     wait_for(lambda: len(emulator.messages(QUEUE)) == 2, "the scheduled time")
     assert [m["message_id"] for m in emulator.messages(QUEUE)] == ["now", "sched"]
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
-from typing import Any, Mapping, Self
+from typing import Any, Callable, Mapping, Self
 
 from emulators.servicebus.broker import Broker
 from emulators.servicebus.cbs import Keys
@@ -40,9 +41,11 @@ class ServiceBusEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         keys: Keys = Keys(),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
-        self.namespace = Namespace(load_config(config))
+        # The clock drives locks, schedules, TTL and duplicate windows; tests may move it forward.
+        self.namespace = Namespace(load_config(config), clock)
         self._broker = Broker(self.namespace, keys, host, port)
         self._thread: threading.Thread | None = None
         self.host = host
