@@ -19,7 +19,7 @@ import uuid
 from concurrent.futures import Future
 from typing import Any, Callable, TypeVar
 
-from proton import Condition, Delivery, Endpoint, Link, Message
+from proton import Condition, Delivery, Endpoint, Link, Message, symbol
 from proton import Handler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
@@ -64,6 +64,11 @@ def _links(connection: Any, predicate: Callable[[Link], bool]) -> list[Link]:
             found.append(link)
         link = link.next(Endpoint.LOCAL_ACTIVE)
     return found
+
+
+def _error(condition: str, description: str) -> Condition:
+    """An error as the service sends it: with an info map, which the Python sender indexes unconditionally."""
+    return Condition(condition, description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
 
 
 def _text(value: Any) -> Any:
@@ -276,7 +281,7 @@ class Broker(Handler):
     def _send(self, link: Link, delivery: Delivery, data: bytes) -> None:
         rejection = self.faults.take_send_rejection()
         if rejection is not None:
-            delivery.local.condition = Condition(rejection.condition, rejection.description)
+            delivery.local.condition = _error(rejection.condition, rejection.description)
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return
@@ -286,7 +291,7 @@ class Broker(Handler):
             for encoded in wire.split_batch(data) or [data]:
                 sender.send(encoded, now)
         except ValueError as error:
-            delivery.local.condition = Condition("amqp:decode-error", str(error))
+            delivery.local.condition = _error("amqp:decode-error", str(error))
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return
@@ -388,7 +393,7 @@ class Broker(Handler):
             if state:
                 delivery.update(state)
         except (LockLost, EntityError) as error:
-            delivery.local.condition = Condition(error.condition, error.description)
+            delivery.local.condition = _error(error.condition, error.description)
             delivery.update(Delivery.REJECTED)
         delivery.settle()
         self.pump_all()
