@@ -204,6 +204,7 @@ class Broker(Handler):
 
     def _refuse(self, link: Link, condition: str, description: str) -> None:
         link.sb_refused = True
+        _LOG.info("Service Bus emulator refused a link to %r: %s", link.sb_path, condition)
         link.condition = Condition(condition, description)
         link.open()
         link.close()
