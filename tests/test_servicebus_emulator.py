@@ -561,7 +561,8 @@ def test_idle_connection_drop_is_survived_by_the_next_send(sb: Driver, emulator:
     try:
         sb.run(sender.send_messages(ServiceBusMessage("one", message_id="one")))
         assert emulator.drop_connections(graceful=graceful) >= 1
-        wait_for(lambda: emulator.connection_count() == 0, "the connection to drop")
+        if not graceful:  # a close frame waits for the idle client to read it; a cut socket is gone at once
+            wait_for(lambda: emulator.connection_count() == 0, "the connection to drop")
         sb.run(sender.send_messages(ServiceBusMessage("two", message_id="two")))
     finally:
         sb.run(sender.close())
