@@ -50,7 +50,7 @@ def test_max_delivery_count_exceeded_reason(sb: Driver) -> None:
     assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
 
 
-@pytest.mark.xfail(reason="under pytest's DEBUG logging the DLQ receiver's CBS link reports 'already closed'; passes standalone (open)", strict=False)
+@pytest.mark.xfail(reason="open: under pytest the client's next link times out opening; the same steps pass in a plain script", strict=False)
 def test_dead_letter_queue_is_a_sub_queue_of_a_subscription(sb: Driver) -> None:
     """Each queue and subscription has its own `$deadletterqueue`, addressed as `<topic>/Subscriptions/<sub>/$deadletterqueue`.
 
