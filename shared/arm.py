@@ -27,7 +27,7 @@ import urllib3
 from shared.auth import TokenProvider
 from shared.errors import ArmError, ArmUnavailable, LroFailed, LroTimeout, TokenUnavailable, UnsafeLink
 from shared.events import ArchiveRequest
-from shared.pacing import Pacer
+from shared.pacing import OverBudget, Pacer
 from shared.retry import RETRYABLE_STATUSES, RetryBudget, RetryPolicy, parse_retry_after
 from shared.settings import Settings
 from shared.transport import USER_AGENT, deadline, environment_settings, new_session
@@ -102,7 +102,7 @@ class ArmClient:
         self._timeout = settings.arm_timeout_seconds
         self._query = f"?api-version={settings.arm_api_version}"
         self._environment = environment_settings(settings.arm_endpoint)
-        self._pacer = pacer or Pacer(settings.arm_write_reserve, clock=clock)
+        self._pacer = pacer or Pacer(settings.arm_write_reserve, clock=clock, sleep=sleep)
 
     @property
     def pacer(self) -> Pacer:
@@ -234,18 +234,16 @@ class ArmClient:
         return response
 
     def _paced(self, call: _Call, request: _Request) -> None:
-        """Wait for this write's pacing slot; a wait past the retry budget left is the long-throttle path (§5)."""
-        left = call.budget.remaining
-        wait = self._pacer.slot(request.bucket, left)
-        if wait > left:
-            message = f"ARM's write bucket is nearly empty: pacing would hold this write {wait:.1f} s, past the retry budget left"
+        """Wait for this write's pacing turn; a wait past the retry budget left is the long-throttle path (§5)."""
+        try:
+            call.budget.waited += self._pacer.turn(request.bucket, call.budget.remaining)
+        except OverBudget as over:
+            call.budget.waited += over.waited
+            message = f"ARM's write bucket is nearly empty: pacing would hold this write {over.wait:.1f} s, past the retry budget left"
             raise ArmError(
-                message, code="TooManyRequests", status=None, retryable=True, retry_after=wait, attempts=call.patches,
-                reschedule_after=wait,
-            )
-        if wait > 0:
-            call.budget.waited += wait
-            self._sleep(wait)
+                message, code="TooManyRequests", status=None, retryable=True, retry_after=over.wait, attempts=call.patches,
+                reschedule_after=over.wait,
+            ) from None
 
     @staticmethod
     def _token(call: _Call, fetch: Callable[[], str]) -> str:

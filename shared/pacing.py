@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["ASSUMED_REFILL", "REMAINING_WRITES", "Pacer", "remaining_writes"]
+__all__ = ["ASSUMED_REFILL", "REMAINING_WRITES", "OverBudget", "Pacer", "remaining_writes"]
 
 REMAINING_WRITES = "x-ms-ratelimit-remaining-subscription-writes"
 ASSUMED_REFILL = 10.0
@@ -40,6 +40,11 @@ MIN_RATE, MAX_RATE = 0.05, 100_000.0
 """Bounds of the learned rate (writes a second): never stalled for good, never an overflow."""
 HALVING_SECONDS = 1.0
 """A burst of 429s answers one overshoot: the rate is halved at most once in this time."""
+SHARE_WINDOW = 8
+"""The bucket must fall this many writes before its fall says how much of it is this process's."""
+MIN_SHARE = 1 / 256
+RECHECK_SECONDS = 0.05
+"""A waiting write looks at the pace again this often: a reading that came meanwhile may let it go sooner."""
 _MAX_STEP_SECONDS = 1.0  # a reading after a long idle time says nothing about the pace in between
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -53,6 +58,17 @@ def remaining_writes(headers: Mapping[str, str]) -> int | None:
     return int(value) if _DIGITS.fullmatch(value) else None
 
 
+class OverBudget(Exception):
+    """Pacing would hold a write longer than its event's retry budget has left."""
+
+    def __init__(self, wait: float, waited: float) -> None:
+        super().__init__(f"pacing would wait {wait:.2f} s more")
+        self.wait = wait
+        """Seconds still ahead of the write."""
+        self.waited = waited
+        """Seconds it already waited."""
+
+
 @dataclass(slots=True)
 class _Lane:
     """The pacing state of one bucket (one subscription) in this process."""
@@ -61,8 +77,27 @@ class _Lane:
     read_at: float = 0.0
     in_flight: int = 0
     rate: float = ASSUMED_REFILL
-    next_slot: float = 0.0
+    last_sent: float = -math.inf
     halved_at: float = -math.inf
+    share: float = 1.0
+    """This process's part of the bucket's draining (1: alone), measured while it falls."""
+    window_from: int | None = None
+    window_answers: int = 0
+
+    def level(self) -> float:
+        """The count once every write in flight has landed: this process's, and as many per share of the others'."""
+        assert self.remaining is not None
+        return self.remaining - self.in_flight / self.share
+
+    def measure_share(self, remaining: int) -> None:
+        """Own answers against the bucket's fall: whatever else fell, other processes on the identity took."""
+        self.window_answers += 1
+        if self.window_from is None or remaining > self.window_from:
+            self.window_from, self.window_answers = remaining, 0
+        elif self.window_from - remaining >= SHARE_WINDOW:
+            sample = self.window_answers / (self.window_from - remaining)
+            self.share = min(max((self.share + sample) / 2, MIN_SHARE), 1.0)
+            self.window_from, self.window_answers = remaining, 0
 
 
 class Pacer:
@@ -73,11 +108,13 @@ class Pacer:
         reserve: int,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         assumed_refill: float = ASSUMED_REFILL,
     ) -> None:
         self.reserve = reserve
         self._setpoint = reserve / 2
         self._clock = clock
+        self._sleep = sleep
         self._assumed_refill = assumed_refill
         self._lock = threading.Lock()
         self._lanes: dict[str, _Lane] = {}
@@ -87,25 +124,31 @@ class Pacer:
         """ARM_WRITE_RESERVE 0 turns pacing off."""
         return self.reserve > 0
 
-    def slot(self, key: str, budget_left: float) -> float:
-        """Take the next write slot of `key`'s bucket and return the seconds to wait for it.
+    def turn(self, key: str, budget_left: float) -> float:
+        """Wait for this write's turn on `key`'s bucket; return the seconds waited.
 
-        A wait longer than `budget_left` is returned without taking the slot (the write is not sent);
-        every slot taken must be followed by `answered`.
+        The turn is judged afresh every RECHECK_SECONDS at most, so a thread never keeps a pace the bucket
+        has since recovered from. Raises OverBudget, with the wait still ahead, when the waiting would
+        pass `budget_left`; each `turn` that returns must be followed by `answered`.
         """
-        with self._lock:
-            lane = self._lane(key)
-            now = self._clock()
-            wait = 0.0
-            pace = self._pace(lane)
-            if pace is not None:
-                start = max(now, lane.next_slot)
-                wait = start - now
-                if wait > budget_left:
-                    return wait
-                lane.next_slot = start + 1 / pace
-            lane.in_flight += 1
-            return wait
+        waited = 0.0
+        while True:
+            with self._lock:
+                lane = self._lane(key)
+                now = self._clock()
+                pace = self._pace(lane)
+                due = now if pace is None else lane.last_sent + 1 / pace
+                if due <= now:
+                    # A thread that woke a little late keeps the schedule (no turn lost), never a burst.
+                    lane.last_sent = now if pace is None else max(due, now - 1 / pace)
+                    lane.in_flight += 1
+                    return waited
+                wait = due - now
+                if waited + wait > budget_left:
+                    raise OverBudget(wait, waited)
+            step = min(wait, RECHECK_SECONDS)
+            self._sleep(step)
+            waited += step
 
     def answered(self, key: str, status: int | None, headers: Mapping[str, str]) -> None:
         """Read a write's answer (None: no answer came) and adapt the pace to the count it reports."""
@@ -118,7 +161,8 @@ class Pacer:
             now = self._clock()
             step = min(max(now - lane.read_at, 0.0), _MAX_STEP_SECONDS) if lane.remaining is not None else 0.0
             lane.remaining, lane.read_at = remaining, now
-            level = remaining - lane.in_flight
+            lane.measure_share(remaining)
+            level = lane.level()
             if level < self.reserve:
                 error = max(min((level - self._setpoint) / self._setpoint, 1.0), -1.0)
                 lane.rate *= math.exp(error * step / INTEGRAL_SECONDS)
@@ -134,7 +178,7 @@ class Pacer:
     def _pace(self, lane: _Lane) -> float | None:
         if not self.enabled or lane.remaining is None:
             return None
-        level = lane.remaining - lane.in_flight
+        level = lane.level()
         if level >= self.reserve:
             return None
         gain = 2 ** ((level - self._setpoint) / (self._setpoint / 2))
