@@ -181,8 +181,6 @@ def _instance(variant: str, env: dict[str, str], events: list[int], config: Limi
     import logging
 
     logging.disable(logging.CRITICAL)  # a storm of retry warnings would cost the CPU the measurement needs
-    if os.environ.get("PACE_DEBUG"):
-        sys.path.insert(0, "/tmp"); import pacedebug  # noqa
     os.environ.update(env)
     scheduler = _Scheduler()
     handle = _sdk_handler(env["ARM_ENDPOINT"]) if variant == "sdk" else _app_handler(env, scheduler)

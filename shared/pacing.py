@@ -2,21 +2,25 @@
 
 ARM answers every write with `x-ms-ratelimit-remaining-subscription-writes`, the tokens left in the
 bucket of this principal and subscription, shared by every process writing as that identity. While
-that count is above ARM_WRITE_RESERVE, writes go at once. Below it, this process's writes (all threads
-together) take turns on one next-slot clock, spaced at `1 / pace`:
+the count is at or above ARM_WRITE_RESERVE, writes go at once. Below it, this process's writes (all
+threads together) take turns, one every `1 / pace` seconds:
 
-    pace = rate × gain(level)        level = remaining − this process's writes still in flight
-    gain(level) = 2 ** ((level − S) / (S / 2)),   S = reserve / 2, clamped to [1/8, 4]
+    level = remaining − in_flight / share     the count once the writes already sent have landed
+    pace  = rate × gain(level)                writes a second, this process
+    gain  = 2 ** ((level − S) / (S / 2))      S = reserve / 2, the setpoint; at least 1/8
 
-`rate` is what this process learned the bucket can take: on every reading it is multiplied by
-exp((level − S) / S × dt / INTEGRAL_SECONDS), so it grows while the level stays above the setpoint S
-and shrinks while below; a 429 halves it (at most once a second). The gain acts at once on the level
-(draining fast → slower at once), the rate corrects slowly what the gain leaves over. Every process on
-one identity reads the same bucket through the header and scales its own rate by the same factor, so
-together they converge on the refill rate without knowing how many they are or sharing any store.
+- `gain` answers the level at once: each S / 2 writes below the setpoint halve the pace.
+- `rate` is what this process learned the bucket takes from it: every reading multiplies it by
+  exp((level − S) / S × dt / INTEGRAL_SECONDS), so it grows while the level stays above S and shrinks
+  below; a 429 halves it (at most once a second). It starts at ARM's documented 10 a second.
+- `share` is this process's part of the bucket's fall (own answers / writes the count fell by), so
+  the writes other processes have in flight count too, as many per share as this one's.
 
-A write that would have to wait longer than its event's retry budget has left does not wait: the
-caller ends the attempt as the long-throttle path (§5) with that wait as `reschedule_after`.
+Every process on one identity reads the same bucket through the header and scales its own rate by the
+same factor, so together they converge on the refill rate without knowing how many they are and
+without a shared store. A waiting write looks at the pace again every RECHECK_SECONDS, and a write that
+would wait longer than its event's retry budget has left does not wait (OverBudget): the caller ends
+the attempt as the long-throttle path (§5).
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["ASSUMED_REFILL", "REMAINING_WRITES", "OverBudget", "Pacer", "remaining_writes"]
+__all__ = ["ASSUMED_REFILL", "REMAINING_WRITES", "OverBudget", "PaceView", "Pacer", "remaining_writes"]
 
 REMAINING_WRITES = "x-ms-ratelimit-remaining-subscription-writes"
 ASSUMED_REFILL = 10.0
 """Writes a second ARM refills a principal's bucket with (documented); the first rate when pacing starts."""
 INTEGRAL_SECONDS = 2.0
 """How slowly the learned rate follows the level: e-fold in this many seconds at the bucket's edges."""
-MIN_GAIN, MAX_GAIN = 1 / 8, 4.0
+MIN_GAIN = 1 / 8
+"""Below the setpoint the gain halves every S / 2 writes; this far and no further (never a stall)."""
 MIN_RATE, MAX_RATE = 0.05, 100_000.0
 """Bounds of the learned rate (writes a second): never stalled for good, never an overflow."""
 HALVING_SECONDS = 1.0
@@ -56,6 +61,20 @@ def remaining_writes(headers: Mapping[str, str]) -> int | None:
         return None
     value = value.strip()
     return int(value) if _DIGITS.fullmatch(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class PaceView:
+    """The pacing state of one bucket at one moment."""
+
+    remaining: int | None
+    """The count of the latest answer, None before any."""
+    in_flight: int
+    rate: float
+    """The learned rate, writes a second."""
+    share: float
+    pace: float | None
+    """Writes a second this process's writes are spaced at, None while unpaced."""
 
 
 class OverBudget(Exception):
@@ -139,8 +158,9 @@ class Pacer:
                 pace = self._pace(lane)
                 due = now if pace is None else lane.last_sent + 1 / pace
                 if due <= now:
-                    # A thread that woke a little late keeps the schedule (no turn lost), never a burst.
-                    lane.last_sent = now if pace is None else max(due, now - 1 / pace)
+                    # A thread that woke a little late keeps the schedule (no turn lost); after an idle
+                    # time the schedule starts again from now (no burst of turns saved up).
+                    lane.last_sent = due if pace is not None and due >= now - 1 / pace else now
                     lane.in_flight += 1
                     return waited
                 wait = due - now
@@ -170,10 +190,11 @@ class Pacer:
                 lane.rate, lane.halved_at = lane.rate / 2, now
             lane.rate = min(max(lane.rate, MIN_RATE), MAX_RATE)
 
-    def pace(self, key: str) -> float | None:
-        """Writes a second `key`'s writes are spaced at now, or None while they go unpaced."""
+    def view(self, key: str) -> PaceView:
+        """What the pacing of `key`'s bucket stands at now (for logs, benchmarks and tests)."""
         with self._lock:
-            return self._pace(self._lane(key))
+            lane = self._lane(key)
+            return PaceView(lane.remaining, lane.in_flight, lane.rate, lane.share, self._pace(lane))
 
     def _pace(self, lane: _Lane) -> float | None:
         if not self.enabled or lane.remaining is None:
@@ -182,7 +203,7 @@ class Pacer:
         if level >= self.reserve:
             return None
         gain = 2 ** ((level - self._setpoint) / (self._setpoint / 2))
-        return lane.rate * min(max(gain, MIN_GAIN), MAX_GAIN)
+        return lane.rate * max(gain, MIN_GAIN)
 
     def _lane(self, key: str) -> _Lane:
         lane = self._lanes.get(key)
