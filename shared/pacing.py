@@ -48,6 +48,8 @@ HALVING_SECONDS = 1.0
 SHARE_WINDOW = 8
 """The bucket must fall this many writes before its fall says how much of it is this process's."""
 MIN_SHARE = 1 / 256
+MAX_LANES = 256
+"""Buckets (subscriptions) tracked at once; the longest known idle one is forgotten first."""
 RECHECK_SECONDS = 0.05
 """A waiting write looks at the pace again this often: a reading that came meanwhile may let it go sooner."""
 _MAX_STEP_SECONDS = 1.0  # a reading after a long idle time says nothing about the pace in between
@@ -208,5 +210,13 @@ class Pacer:
     def _lane(self, key: str) -> _Lane:
         lane = self._lanes.get(key)
         if lane is None:
+            if len(self._lanes) >= MAX_LANES:  # subscriptions come from events: hostile input must not grow this
+                idle = next((name for name, old in self._lanes.items() if old.in_flight == 0), None)
+                self._lanes.pop(idle if idle is not None else next(iter(self._lanes)))
             lane = self._lanes[key] = _Lane(rate=self._assumed_refill)
         return lane
+
+    def __len__(self) -> int:
+        """Buckets tracked (at most MAX_LANES)."""
+        with self._lock:
+            return len(self._lanes)

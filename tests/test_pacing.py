@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from shared.pacing import (
     ASSUMED_REFILL,
     INTEGRAL_SECONDS,
+    MAX_LANES,
     MAX_RATE,
     MIN_RATE,
     REMAINING_WRITES,
@@ -202,6 +203,15 @@ def test_buckets_of_other_subscriptions_are_paced_apart(fake_time: FakeTime) -> 
     p = pacer(fake_time)
     read(p, 0)
     assert p.view("another-subscription").pace is None
+
+
+def test_events_naming_ever_new_subscriptions_do_not_grow_the_pacer(fake_time: FakeTime) -> None:
+    """Subscription ids come from events: past MAX_LANES buckets, the first idle one is forgotten."""
+    p = pacer(fake_time)
+    p.turn("busy", math.inf)  # in flight: kept
+    for n in range(3 * MAX_LANES):
+        p.answered(f"subscription-{n}", 200, {REMAINING_WRITES: "5"})
+    assert len(p) == MAX_LANES and p.view("busy").in_flight == 1
 
 
 @given(
