@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("app", "app_unpaced", "sdk")
 SUBSCRIPTION = "4385cf00-2d3a-425a-832f-f4285b1c9dce"
 GROUP, REGISTRY = "myResourceGroup", "myRegistry"
+RESULT_TIMEOUT = 900.0
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,9 @@ def _sdk_handler(arm_url: str) -> Callable[[_Delivery], None]:
     from azure.identity import ManagedIdentityCredential
     from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
 
-    client = ContainerRegistryTasksMgmtClient(ManagedIdentityCredential(), SUBSCRIPTION, base_url=arm_url, api_version="2019-04-01")
+    client = ContainerRegistryTasksMgmtClient(
+        ManagedIdentityCredential(), SUBSCRIPTION, base_url=arm_url, api_version="2019-04-01"
+    )
 
     def handle(delivery: _Delivery) -> None:
         client.runs.update(GROUP, REGISTRY, f"limit-{delivery.event:05d}", {"isArchiveEnabled": True}, enforce_https=False)
@@ -237,7 +240,7 @@ def run_variant(variant: str, config: LimitConfig, arm: Any, base_env: dict[str,
     before = arm.stats()
     began = time.monotonic()
     start.set()
-    reports = [results.get() for _ in processes]
+    reports = [results.get(timeout=RESULT_TIMEOUT) for _ in processes]  # an instance that died ends the run (queue.Empty)
     wall = time.monotonic() - began
     for process in processes:
         process.join()

@@ -239,7 +239,7 @@ class ArmClient:
             call.budget.waited += self._pacer.turn(request.bucket, call.budget.remaining)
         except OverBudget as over:
             call.budget.waited += over.waited
-            message = f"ARM's write bucket is nearly empty: pacing would hold this write {over.wait:.1f} s, past the retry budget left"
+            message = f"ARM's write bucket is nearly empty: pacing would hold this write {over.wait:.1f} s, past its retry budget"
             raise ArmError(
                 message, code="TooManyRequests", status=None, retryable=True, retry_after=over.wait, attempts=call.patches,
                 reschedule_after=over.wait,

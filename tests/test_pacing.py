@@ -122,7 +122,8 @@ def test_a_waiting_write_goes_sooner_when_the_count_rises_meanwhile(fake_time: F
 
 @pytest.mark.parametrize(
     ("remaining", "factor"),
-    [(10, 1.0), (20 - 1, math.exp(0.9 / INTEGRAL_SECONDS)), (0, math.exp(-1 / INTEGRAL_SECONDS)), (15, math.exp(0.5 / INTEGRAL_SECONDS))],
+    [(10, 1.0), (19, math.exp(0.9 / INTEGRAL_SECONDS)), (0, math.exp(-1 / INTEGRAL_SECONDS)),
+     (15, math.exp(0.5 / INTEGRAL_SECONDS))],
     ids=["setpoint-holds", "near-reserve-grows", "empty-shrinks", "above-setpoint-grows"],
 )
 def test_the_learned_rate_follows_the_level_over_time(fake_time: FakeTime, remaining: int, factor: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
@@ -114,7 +113,8 @@ def bus(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> RecordingSe
 
 
 def _message(message_id: str) -> ServiceBusMessage:
-    event = {"subscriptionId": SUB, "resourceGroupName": GROUP, "registryName": REGISTRY, "runId": SEED_RUN, "isArchiveEnabled": True}
+    event = {"subscriptionId": SUB, "resourceGroupName": GROUP, "registryName": REGISTRY, "runId": SEED_RUN,
+             "isArchiveEnabled": True}
     return ServiceBusMessage(body=json.dumps(event).encode(), message_id=message_id, correlation_id=None,
                              content_type="application/json", delivery_count=1, application_properties={}, user_properties={})
 
