@@ -21,6 +21,7 @@ import argparse
 import heapq
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import statistics
@@ -104,6 +105,19 @@ class _Queue:
             self._cond.notify_all()
 
 
+class _Readings:
+    """The remaining-writes count of every write answer this instance saw, with its time (for the plot)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.samples: list[tuple[float, int]] = []
+
+    def record(self, headers: Any) -> None:
+        value = headers.get("x-ms-ratelimit-remaining-subscription-writes")
+        if isinstance(value, str) and value.isdigit():
+            self.samples.append((round(time.monotonic() - self.started, 3), int(value)))  # list.append is atomic
+
+
 class _Publisher:
     """Counts outcomes by kind and drops them."""
 
@@ -146,14 +160,23 @@ def _body(n: int) -> bytes:
                        "runId": f"limit-{n:05d}", "isArchiveEnabled": True}).encode()
 
 
-def _app_handler(env: dict[str, str], scheduler: _Scheduler) -> Callable[[_Delivery], None]:
+def _app_handler(env: dict[str, str], scheduler: _Scheduler, readings: _Readings) -> Callable[[_Delivery], None]:
     """The queue function of an app built as the host builds it, with a dropping publisher and the scheduler."""
     from azure.functions.servicebus import ServiceBusMessage as InboundMessage
 
     from shared.app import build_app
+    from shared.transport import new_session
+
+    def session() -> Any:
+        made = new_session()
+        def hook(response: Any, **_: Any) -> None:
+            if response.request.method == "PATCH":
+                readings.record(response.headers)
+        made.hooks["response"].append(hook)
+        return made
 
     publisher = _Publisher()
-    app = build_app(env, publisher_factory=lambda _: publisher, scheduler_factory=lambda _: scheduler)
+    app = build_app(env, publisher_factory=lambda _: publisher, scheduler_factory=lambda _: scheduler, session_factory=session)
     function = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}["archive_queue"]
 
     def handle(delivery: _Delivery) -> None:
@@ -165,7 +188,7 @@ def _app_handler(env: dict[str, str], scheduler: _Scheduler) -> Callable[[_Deliv
     return handle
 
 
-def _sdk_handler(arm_url: str) -> Callable[[_Delivery], None]:
+def _sdk_handler(arm_url: str, readings: _Readings) -> Callable[[_Delivery], None]:
     """`runs.update` as a user would call it, azure-core's default RetryPolicy honouring Retry-After."""
     from azure.identity import ManagedIdentityCredential
     from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
@@ -175,7 +198,8 @@ def _sdk_handler(arm_url: str) -> Callable[[_Delivery], None]:
     )
 
     def handle(delivery: _Delivery) -> None:
-        client.runs.update(GROUP, REGISTRY, f"limit-{delivery.event:05d}", {"isArchiveEnabled": True}, enforce_https=False)
+        client.runs.update(GROUP, REGISTRY, f"limit-{delivery.event:05d}", {"isArchiveEnabled": True}, enforce_https=False,
+                           raw_response_hook=lambda pipeline: readings.record(pipeline.http_response.headers))
     return handle
 
 
@@ -185,14 +209,15 @@ def _instance(variant: str, env: dict[str, str], events: list[int], config: Limi
 
     logging.disable(logging.CRITICAL)  # a storm of retry warnings would cost the CPU the measurement needs
     os.environ.update(env)
-    scheduler = _Scheduler()
-    handle = _sdk_handler(env["ARM_ENDPOINT"]) if variant == "sdk" else _app_handler(env, scheduler)
+    scheduler, readings = _Scheduler(), _Readings()
+    handle = _sdk_handler(env["ARM_ENDPOINT"], readings) if variant == "sdk" else _app_handler(env, scheduler, readings)
     handle(_Delivery(0, 0, 1_000_000 + os.getpid() % 1000))  # warm: token, connection (outside the measurement)
     counts: Counter[str] = Counter()
     latencies: list[float] = []
     lock = threading.Lock()
     start.wait()
-    started = time.monotonic()
+    started = readings.started = time.monotonic()
+    readings.samples.clear()
     queue = _Queue(events, started)
     scheduler.queue = queue
 
@@ -219,7 +244,7 @@ def _instance(variant: str, env: dict[str, str], events: list[int], config: Limi
     for worker in workers:
         worker.join()
     results.put({"counts": dict(counts), "rescheduled": scheduler.scheduled, "latencies": latencies,
-                 "seconds": time.monotonic() - started})
+                 "seconds": time.monotonic() - started, "remaining": readings.samples})
 
 
 def run_variant(variant: str, config: LimitConfig, arm: Any, base_env: dict[str, str]) -> dict[str, Any]:
@@ -264,6 +289,10 @@ def _figures(variant: str, config: LimitConfig, reports: list[dict[str, Any]], w
     throttled = int(after.get("throttled", 0)) - int(before.get("throttled", 0))
     writes = int(after.get("patches", 0)) - int(before.get("patches", 0))  # counted once past the bucket
     latencies.sort()
+    series = {
+        "outcomes_per_second": [sum(1 for t in latencies if second <= t < second + 1) for second in range(math.ceil(seconds))],
+        "remaining": sorted(sample for report in reports for sample in report["remaining"])[::_thin(reports)],
+    }
     return {
         "variant": variant,
         "seconds": round(seconds, 2),
@@ -279,7 +308,40 @@ def _figures(variant: str, config: LimitConfig, reports: list[dict[str, Any]], w
         "p50_seconds": round(statistics.median(latencies), 2) if latencies else None,
         "p99_seconds": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
         "wall_seconds": round(wall, 2),
+        "series": series,
     }
+
+
+def _thin(reports: list[dict[str, Any]]) -> int:
+    """Every how many remaining-count samples to keep: about 2,000 a variant."""
+    return max(1, sum(len(report["remaining"]) for report in reports) // 2000)
+
+
+def plot(rows: list[dict[str, Any]], config: LimitConfig, path: Path) -> None:
+    """Outcomes a second and the remaining-writes header over time, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rate, level) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for row in rows:
+        series = row["series"]
+        rate.plot(range(len(series["outcomes_per_second"])), series["outcomes_per_second"], label=row["variant"])
+        times, counts = zip(*series["remaining"]) if series["remaining"] else ((), ())
+        level.plot(times, counts, ".", markersize=2, label=row["variant"])
+    rate.axhline(config.refill, color="grey", linestyle="--", linewidth=1, label="refill")
+    rate.set_ylabel("events ended a second")
+    level.axhline(20, color="grey", linestyle=":", linewidth=1, label="ARM_WRITE_RESERVE")
+    level.set_ylabel("remaining writes (header)")
+    level.set_xlabel("seconds since the backlog was enqueued")
+    rate.legend(loc="upper right")
+    level.legend(loc="upper right")
+    rate.set_title(f"{config.events} events, {config.instances} instances × {config.threads} threads, "
+                   f"bucket {config.bucket}, refill {config.refill:g}/s")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--refill", type=float, default=defaults.refill)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--output", type=Path, default=Path(tempfile.gettempdir()) / "acr-archiver-at-limit.json")
-    parser.add_argument("--update-docs", action="store_true", help="write bench/at_limit.json (in git) instead")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="write bench/at_limit.json and docs/at_limit.png (in git) instead")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw the plot here")
     args = parser.parse_args(argv)
     config = LimitConfig(args.events, args.instances, args.threads, args.bucket, args.refill)
     sys.path.insert(0, str(ROOT))
@@ -311,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = {"config": {**config.__dict__, "ideal_seconds": config.ideal_seconds}, "results": rows}
     output = ROOT / "bench" / "at_limit.json" if args.update_docs else args.output
     output.write_text(json.dumps(document, indent=2) + "\n")
+    drawing = ROOT / "docs" / "at_limit.png" if args.update_docs else args.plot
+    if drawing is not None:
+        plot(rows, config, drawing)
     print(f"ideal {config.ideal_seconds:.1f} s for {config.events} events (bucket {config.bucket}, refill {config.refill:g}/s); "
           f"written to {output}")
     return 0
