@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test soak bench clean
+.PHONY: demo test soak bench bench-limit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ soak: $(STAMP)
 
 bench: $(STAMP)  # writes bench/out/; UPDATE_DOCS=1 rewrites bench/results.json and docs/
 	$(PY) -m bench $(if $(UPDATE_DOCS),--update-docs)
+
+# Throughput at ARM's write limit: 4 instances x 16 threads on one throttled identity, pacing on / off / the SDK.
+bench-limit: $(STAMP)
+	$(PY) -m bench.at_limit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis outcomes.jsonl soak-report.json bench/out

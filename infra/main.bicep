@@ -83,10 +83,10 @@ param archivePolicyLookbackDays int = 30
 @description('ARM_WRITE_RESERVE: writes to leave in ARM\'s per-principal write bucket.')
 param armWriteReserve int = 20
 
-@description('Flex Consumption: most instances the app scales out to.')
+@description('Flex Consumption: most instances the app scales out to (README, Scaling: 40, the least Flex allows).')
 @minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 100
+param maximumInstanceCount int = 40
 
 @description('Flex Consumption: memory of one instance.')
 @allowed([512, 2048, 4096])

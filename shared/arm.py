@@ -27,6 +27,7 @@ import urllib3
 from shared.auth import TokenProvider
 from shared.errors import ArmError, ArmUnavailable, LroFailed, LroTimeout, TokenUnavailable, UnsafeLink
 from shared.events import ArchiveRequest
+from shared.pacing import OverBudget, Pacer
 from shared.retry import RETRYABLE_STATUSES, RetryBudget, RetryPolicy, parse_retry_after
 from shared.settings import Settings
 from shared.transport import USER_AGENT, deadline, environment_settings, new_session
@@ -90,6 +91,7 @@ class ArmClient:
         backoff_base: float = 0.5,
         poll_interval: float = 0.25,
         policy: RetryPolicy | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._session = session
         self._tokens = tokens
@@ -100,6 +102,12 @@ class ArmClient:
         self._timeout = settings.arm_timeout_seconds
         self._query = f"?api-version={settings.arm_api_version}"
         self._environment = environment_settings(settings.arm_endpoint)
+        self._pacer = pacer or Pacer(settings.arm_write_reserve, clock=clock, sleep=sleep)
+
+    @property
+    def pacer(self) -> Pacer:
+        """The pacing of this client's writes (contract §3), shared by every thread using it."""
+        return self._pacer
 
     @property
     def policy(self) -> RetryPolicy:
@@ -201,21 +209,41 @@ class ArmClient:
 
     def _transmit(self, call: _Call, request: _Request, token: str, tries: _Tries) -> requests.Response:
         """One HTTP exchange, its body read, within ARM_TIMEOUT_SECONDS from connect to the last byte."""
+        if request.counted:
+            self._paced(call, request)
         tries.sent += 1
         if request.counted:
             call.patches += 1
-        with deadline(self._timeout):
-            response = self._session.request(
-                request.method,
-                request.url,
-                data=request.body,
-                headers=_headers(token, request.body is not None),
-                timeout=self._timeout,
-                allow_redirects=False,
-                **self._environment,
-            )
-            response.content  # noqa: B018 - read the whole body before the deadline ends
+        response = None
+        try:
+            with deadline(self._timeout):
+                response = self._session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=_headers(token, request.body is not None),
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    **self._environment,
+                )
+                response.content  # noqa: B018 - read the whole body before the deadline ends
+        finally:
+            if request.counted:  # no answer (a transport failure) frees the slot all the same
+                self._pacer.answered(request.bucket, response.status_code if response is not None else None,
+                                     response.headers if response is not None else {})
         return response
+
+    def _paced(self, call: _Call, request: _Request) -> None:
+        """Wait for this write's pacing turn; a wait past the retry budget left is the long-throttle path (§5)."""
+        try:
+            call.budget.waited += self._pacer.turn(request.bucket, call.budget.remaining)
+        except OverBudget as over:
+            call.budget.waited += over.waited
+            message = f"ARM's write bucket is nearly empty: pacing would hold this write {over.wait:.1f} s, past its retry budget"
+            raise ArmError(
+                message, code="TooManyRequests", status=None, retryable=True, retry_after=over.wait, attempts=call.patches,
+                reschedule_after=over.wait,
+            ) from None
 
     @staticmethod
     def _token(call: _Call, fetch: Callable[[], str]) -> str:
@@ -295,6 +323,11 @@ class _Request:
     url: str
     body: bytes | None = None
     counted: bool = False
+
+    @property
+    def bucket(self) -> str:
+        """Whose write bucket the request draws on: ARM throttles per subscription (and principal, this process's one)."""
+        return self.path.split("/", 3)[2].lower() if self.path.startswith("/subscriptions/") else ""
 
     @property
     def path(self) -> str:

@@ -261,6 +261,11 @@ def test_the_contract_policy_settings_are_deployed_with_the_contract_defaults(se
     assert MAIN.default(param) == default
 
 
+def test_the_instance_cap_is_the_least_flex_consumption_allows() -> None:
+    """ARM's write limit, not instances, bounds the archive (README, Scaling): the default cap is Flex's floor, 40."""
+    assert MAIN.default("maximumInstanceCount") == 40
+
+
 def test_local_settings_sample_lists_every_setting_and_is_valid() -> None:
     """local.settings.sample.json holds every setting the app reads, with values Settings accepts."""
     assert set(SETTING_NAMES) <= set(SAMPLE)

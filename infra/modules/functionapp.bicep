@@ -9,6 +9,12 @@ param tags object
 param identityId string
 @description('Blob container URL of the deployment package.')
 param deploymentStorageUrl string
+// The archive's speed limit is ARM's write throttling, not instances: one identity gets about 10 writes a second
+// (bucket 200), and one instance at maxConcurrentCalls 16 already asks for more than that (16 writes in flight at
+// ~0.2-0.5 s each). Past the first instance or two, more instances add only 429s (paced away) and cost, so the cap
+// is the least Flex Consumption accepts, 40 (README, Scaling); raise it only for HTTP API load, never for backfills.
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int
 param instanceMemoryMB int
 @description('App settings (names as the contract defines them); secrets only as Key Vault references.')
