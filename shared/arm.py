@@ -25,7 +25,7 @@ import requests
 import urllib3
 
 from shared.auth import TokenProvider
-from shared.errors import ArmError, ArmUnavailable, LroFailed, LroTimeout, TokenUnavailable, UnsafeLink
+from shared.errors import ArmError, ArmUnavailable, LroFailed, LroTimeout, TokenUnavailable, UnsafeLink, WritePaced
 from shared.events import ArchiveRequest
 from shared.pacing import OverBudget, Pacer
 from shared.retry import RETRYABLE_STATUSES, RetryBudget, RetryPolicy, parse_retry_after
@@ -240,10 +240,7 @@ class ArmClient:
         except OverBudget as over:
             call.budget.waited += over.waited
             message = f"ARM's write bucket is nearly empty: pacing would hold this write {over.wait:.1f} s, past its retry budget"
-            raise ArmError(
-                message, code="TooManyRequests", status=None, retryable=True, retry_after=over.wait, attempts=call.patches,
-                reschedule_after=over.wait,
-            ) from None
+            raise WritePaced(message, wait=over.wait, attempts=call.patches) from None
 
     @staticmethod
     def _token(call: _Call, fetch: Callable[[], str]) -> str:

@@ -10,6 +10,7 @@
     │   ├── ArmUnavailable        connection error, timeout or unreadable answer (transient)
     │   ├── LroTimeout            an accepted update did not finish within LRO_TIMEOUT_SECONDS (transient)
     │   ├── LroFailed             the update ended Failed or Canceled (final)
+    │   ├── WritePaced            pacing would hold the write past its retry budget (TooManyRequests, transient)
     │   └── UnsafeLink            ARM's nextLink is not on ARM_ENDPOINT's origin, or loops (PolicyFailed, final)
     └── PublishFailed             the outcome could not be published (transient)
 
@@ -32,6 +33,7 @@ __all__ = [
     "RegistryNotAllowed",
     "TokenUnavailable",
     "UnsafeLink",
+    "WritePaced",
 ]
 
 
@@ -118,6 +120,19 @@ class ArmError(ArchiverError):
         self.retry_after = retry_after
         # ARM's own status passes through the HTTP routes (§6); 5xx stay 5xx.
         self.http_status = status if status is not None and status >= 400 else 502
+
+
+class WritePaced(ArmError):
+    """ARM's write bucket is nearly empty and pacing would hold this write past its retry budget (nothing was sent).
+
+    Not ARM's answer, so no `status`; over HTTP it is the 429 ARM would have given, with the wait as Retry-After.
+    """
+
+    def __init__(self, message: str, *, wait: float, attempts: int = 0) -> None:
+        super().__init__(
+            message, code="TooManyRequests", status=None, retryable=True, retry_after=wait, attempts=attempts, reschedule_after=wait,
+        )
+        self.http_status = 429
 
 
 class ArmUnavailable(ArmError):

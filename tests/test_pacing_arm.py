@@ -11,7 +11,7 @@ from azure.functions.servicebus import ServiceBusMessage
 from emulators import ArmEmulator, Fault
 from emulators.throttle import BucketSpec, ThrottleConfig
 from shared.arm import ArmClient, new_session
-from shared.errors import ArmError, ArmUnavailable
+from shared.errors import ArmError, ArmUnavailable, WritePaced
 from shared.events import ArchiveRequest
 from shared.publisher import ServiceBusPublisher
 from shared.reschedule import ServiceBusScheduler
@@ -56,6 +56,8 @@ def test_a_pacing_wait_past_the_retry_budget_takes_the_long_throttle_path(fake_t
     assert (error.code, error.retryable, error.status, error.attempts) == ("TooManyRequests", True, None, 0)
     assert error.reschedule_after == pytest.approx(1 / (10 * 2 ** 1.8))
     assert fake_time.sleeps == []
+    # over HTTP it is the 429 ARM would have given (nothing was sent, so no ARM status in the outcome)
+    assert isinstance(error, WritePaced) and error.http_status == 429 and error.retry_after == error.reschedule_after
 
 
 def test_pacing_waits_are_taken_from_the_retry_budget(fake_time: FakeTime) -> None:
