@@ -328,3 +328,51 @@ def test_an_enqueued_policy_event_is_processed_by_the_queue_trigger(bus_function
     outcome = bus.messages(TOPIC)[-1]
     body = json.loads(b"".join(outcome.body))
     assert (body["outcome"], body["inboundMessageId"], outcome.message_id) == ("succeeded", message.message_id, message.message_id + ":outcome")
+
+
+# -- the origin rule, the registry rule, the bounds ------------------------------------------------
+
+
+def test_a_nextlink_on_another_origin_fails_the_sweep_and_never_carries_the_token(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
+) -> None:
+    """The first page is archived; the foreign nextLink is never requested (the recorder sees no connection); PolicyFailed."""
+    from tests.test_arm_origin import Recorder
+
+    recorder = Recorder()
+    try:
+        seeded = arm.seed_registry(SUB, GROUP, REGISTRY, 80, seed=15, archived_share=0)
+        arm.set_page_size(10)
+        arm.set_next_link_origin(f"http://127.0.0.1:{recorder.port}")
+        configure(monkeypatch, policy(filter=None))
+        summary = response_json(sweep(functions, "release-builds"))
+    finally:
+        recorder.close()
+    assert len(expected_runs(seeded, since_of(summary), lambda p: True)) > 10
+    assert (summary["outcome"], summary["error"]["code"], summary["error"]["retryable"]) == ("failed", "PolicyFailed", False)
+    assert (summary["pages"], summary["matched"], summary["enqueued"]) == (1, 10, 10)
+    assert recorder.connections == 0 and recorder.received == b""
+    assert read_outcomes(outcome_file)[-1]["application_properties"]["errorCode"] == "PolicyFailed"
+
+
+def test_a_policy_registry_outside_allowed_registries_is_refused_with_the_settings(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
+) -> None:
+    """The settings refuse the policy, naming it and the field; health is 503, the sweep route 500, ARM is never called."""
+    configure(monkeypatch, policy(), ALLOWED_REGISTRIES="someOtherRegistry")
+    health = functions["health"](http_request("GET", "health"))
+    assert health.status_code == 503 and "ARCHIVE_POLICIES" in response_json(health)["invalidSettings"]
+    assert any("ARCHIVE_POLICIES[release-builds].registry" in line for line in response_json(health)["detail"])
+    response = sweep(functions, "release-builds")
+    assert response.status_code == 500 and "ARCHIVE_POLICIES" in response_json(response)["error"]["message"]
+    assert arm.requests_log == [] and read_outcomes(outcome_file) == []
+
+
+def test_a_sweep_of_ten_thousand_runs_fits_its_bounds(bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 matching runs at ARM's 100 a page: 100 pages, every run enqueued, in batches, within the page and time bounds."""
+    arm.seed_registry(SUB, GROUP, REGISTRY, 10_000, seed=16, archived_share=0)  # created over 40 days
+    configure(monkeypatch, policy(filter=None), ARCHIVE_POLICY_LOOKBACK_DAYS="60")
+    summary = response_json(sweep(bus_functions, "release-builds"))
+    assert (summary["outcome"], summary["matched"], summary["enqueued"], summary["pages"]) == ("succeeded", 10_000, 10_000, 100)
+    assert len({m.message_id for m in bus.messages(QUEUE)}) == 10_000
+    assert len(bus.batch_sizes) >= 100 and sum(bus.batch_sizes) == 10_000
