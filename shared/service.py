@@ -110,11 +110,11 @@ class Archiver:
         request: ArchiveRequest | None = None
         try:
             parsed = parse_event(event, self.settings)
+            request = parsed if isinstance(parsed, ArchiveRequest) else None
             check_allowed(parsed, self.settings)
             if isinstance(parsed, ImagePush):
                 return self._archive_pushed(parsed, inbound)
-            request = parsed
-            result = self.arm.update_run(request)
+            result = self.arm.update_run(parsed)
         except ArchiverError as error:
             return [Result.failure(inbound, error, request)]
         return [Result(build_outcome(inbound, request, result=result))]
