@@ -293,8 +293,8 @@ def log_outcome(result: Result, reference: str | None) -> None:
     body = result.outcome.body
     if result.outcome.subject == SUMMARY_SUBJECT:
         log.log(
-            level, "%s %s: policy=%s registry=%s matched=%d enqueued=%d pages=%d%s",
-            reference, body["outcome"], body["policy"], body["registry"]["registryName"], body["matched"], body["enqueued"],
+            level, "%s %s %s: policy=%s registry=%s matched=%d enqueued=%d pages=%d%s",
+            reference, SUMMARY_SUBJECT, body["outcome"], body["policy"], body["registry"]["registryName"], body["matched"], body["enqueued"],
             body["pages"], f" error={result.error.code}" if result.error else "",
         )
         return

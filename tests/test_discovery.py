@@ -376,3 +376,14 @@ def test_a_sweep_of_ten_thousand_runs_fits_its_bounds(bus_functions: Any, bus: R
     assert (summary["outcome"], summary["matched"], summary["enqueued"], summary["pages"]) == ("succeeded", 10_000, 10_000, 100)
     assert len({m.message_id for m in bus.messages(QUEUE)}) == 10_000
     assert len(bus.batch_sizes) >= 100 and sum(bus.batch_sizes) == 10_000
+
+
+def test_a_failed_sweep_logs_the_line_the_alert_looks_for(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """alert-failed-policy-sweeps matches trace lines holding `ArchivePolicySwept` and `failed`: one such line per failed sweep."""
+    arm.script_list(REGISTRY, Fault.status(403, error_code="AuthorizationFailed"))
+    configure(monkeypatch, policy())
+    sweep(functions, "release-builds")
+    lines = [r.getMessage() for r in caplog.records if "ArchivePolicySwept" in r.getMessage()]
+    assert len(lines) == 1 and "failed" in lines[0] and "error=AuthorizationFailed" in lines[0]
