@@ -206,3 +206,11 @@ def test_on_the_last_delivery_every_runs_outcome_is_published_then_it_dead_lette
     outcomes = {r["body"]["request"]["runId"]: r["body"] for r in read_outcomes(outcome_file)}
     assert outcomes[good]["outcome"] == "succeeded"
     assert (outcomes[bad]["outcome"], outcomes[bad]["error"]["retryable"]) == ("failed", True)
+
+
+def test_a_registry_the_list_client_cannot_path_fails_without_raising(functions: Any, arm: ArmEmulator, outcome_file: Path) -> None:
+    """A resource group of non-ASCII letters (valid in Azure): one failed, final outcome, the message completed."""
+    topic = f"/subscriptions/{SUB}/resourceGroups/gruppé/providers/Microsoft.ContainerRegistry/registries/{REGISTRY}"
+    assert functions["archive_queue"](queue_message(event_grid("app", "sha256:ab", topic=topic))) is None
+    (record,) = read_outcomes(outcome_file)
+    assert (record["body"]["outcome"], record["body"]["error"]["code"], record["body"]["error"]["retryable"]) == ("failed", "PolicyFailed", False)
