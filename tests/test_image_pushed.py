@@ -9,9 +9,15 @@ from typing import Any
 
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from emulators import ArmEmulator, Fault
-from shared.errors import ArchiverError
+from shared.discovery import image_filter
+from shared.errors import ArchiverError, InvalidEvent
+from shared.events import ImagePush, parse_event
+from shared.settings import Settings
 from tests.support import SUB, http_request, read_outcomes, response_json
 
 GROUP, REGISTRY = "pushGroup", "pushRegistry"
@@ -214,3 +220,24 @@ def test_a_registry_the_list_client_cannot_path_fails_without_raising(functions:
     assert functions["archive_queue"](queue_message(event_grid("app", "sha256:ab", topic=topic))) is None
     (record,) = read_outcomes(outcome_file)
     assert (record["body"]["outcome"], record["body"]["error"]["code"], record["body"]["error"]["retryable"]) == ("failed", "PolicyFailed", False)
+
+
+# -- hostile pushes -------------------------------------------------------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=8)
+
+
+@hypothesis_settings(max_examples=300)
+@given(st.one_of(st.just(REGISTRY_ID), st.text(), JSON), st.one_of(st.text(), JSON), st.one_of(st.just("sha256:ab"), st.text(), JSON), st.booleans())
+def test_any_push_parses_to_an_image_push_or_invalid_event(topic: Any, repository: Any, digest: Any, cloud: bool) -> None:
+    """Whatever topic/source, repository and digest hold: an ImagePush whose filter keeps the image one quoted literal, or InvalidEvent."""
+    base = cloud_event("app", "sha256:ab") if cloud else event_grid("app", "sha256:ab")
+    event = {**base, ("source" if cloud else "topic"): topic, "data": {"target": {"repository": repository, "digest": digest}}}
+    try:
+        push = parse_event(event, Settings.from_env({}))
+    except InvalidEvent as error:
+        assert error.field in {"topic", "source", "data.target.repository", "data.target.digest"}
+        return
+    assert isinstance(push, ImagePush)
+    literal = image_filter(push.repository, push.digest).removeprefix("contains(OutputImageManifests, ").removesuffix(")")
+    assert literal[0] == literal[-1] == "'" and literal[1:-1].replace("''", "").count("'") == 0
