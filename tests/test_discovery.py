@@ -387,3 +387,14 @@ def test_a_failed_sweep_logs_the_line_the_alert_looks_for(
     sweep(functions, "release-builds")
     lines = [r.getMessage() for r in caplog.records if "ArchivePolicySwept" in r.getMessage()]
     assert len(lines) == 1 and "failed" in lines[0] and "error=AuthorizationFailed" in lines[0]
+
+
+def test_a_summary_that_cannot_be_published_is_a_503_to_retry(bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The topic refuses the summary: 503 PublishFailed with Retry-After (the caller may sweep again; the ids repeat)."""
+    from azure.servicebus.exceptions import ServiceBusError
+
+    configure(monkeypatch, policy())
+    bus.fail_next(ServiceBusError("refused"))
+    response = sweep(bus_functions, "release-builds")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response_json(response)["error"]["code"] == "PublishFailed"
