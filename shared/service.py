@@ -172,7 +172,7 @@ class Archiver:
         return results
 
     def sweep(self, policies: Sequence[ArchivePolicy], source: SweepSource) -> list[Outcome]:
-        """Sweep each policy in turn (contract §8), publishing each summary; raises PublishFailed after all ran if a summary could not go.
+        """Sweep each policy in turn (contract §8) and publish each summary; PublishFailed, after all ran, if one could not go.
 
         The policies share the source's time bound fairly, and a policy whose sweep or summary fails
         never stops those after it.
@@ -204,7 +204,8 @@ class Archiver:
         try:
             yield from self.arm.list_runs(registry_id, filter)
         except ValueError:
-            raise ArmError("the ARM client cannot list this registry's path (non-ASCII resource group)", code="PolicyFailed", status=None) from None
+            message = "the ARM client cannot list this registry's path (non-ASCII resource group)"
+            raise ArmError(message, code="PolicyFailed", status=None) from None
 
     def _deliver(self, messages: Sequence[QueueMessage]) -> int:
         """A sweep page's events: onto the archive queue, or under OUTCOME_FILE processed here, `source: "policy"`."""
@@ -215,7 +216,7 @@ class Archiver:
             return len(messages)
         submissions = [
             Submission(
-                Inbound(source="policy", correlation_id=m.correlation_id or m.message_id, message_id=m.message_id, raw=m.body.decode()),
+                Inbound("policy", correlation_id=m.correlation_id or m.message_id, message_id=m.message_id, raw=m.body.decode()),
                 decode_json(m.body),
             )
             for m in messages
@@ -305,8 +306,8 @@ def log_outcome(result: Result, reference: str | None) -> None:
     if result.outcome.subject == SUMMARY_SUBJECT:
         log.log(
             level, "%s %s %s: policy=%s registry=%s matched=%d enqueued=%d pages=%d%s",
-            reference, SUMMARY_SUBJECT, body["outcome"], body["policy"], body["registry"]["registryName"], body["matched"], body["enqueued"],
-            body["pages"], f" error={result.error.code}" if result.error else "",
+            reference, SUMMARY_SUBJECT, body["outcome"], body["policy"], body["registry"]["registryName"],
+            body["matched"], body["enqueued"], body["pages"], f" error={result.error.code}" if result.error else "",
         )
         return
     request = body["request"] or {}
