@@ -20,8 +20,8 @@ test: $(STAMP)
 soak: $(STAMP)
 	$(PY) -m scripts.soak --events 5000 --workers 16 --seed 1
 
-bench: $(STAMP)
-	$(PY) -m bench
+bench: $(STAMP)  # writes bench/out/; UPDATE_DOCS=1 rewrites bench/results.json and docs/
+	$(PY) -m bench $(if $(UPDATE_DOCS),--update-docs)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis outcomes.jsonl soak-report.json
+	rm -rf $(VENV) .pytest_cache .hypothesis outcomes.jsonl soak-report.json bench/out

@@ -1,10 +1,16 @@
-"""`python -m bench` (`make bench`): run every phase, write the results, the plot and the doc's table."""
+"""`python -m bench` (`make bench`): run every phase, write the results, the plot and the doc's table.
+
+By default everything goes to bench/out/ (git-ignored; the doc is a copy of docs/performance.md with the
+new table), so a run leaves `git status` clean. `--update-docs` (`make bench UPDATE_DOCS=1`) writes the
+tracked bench/results.json, docs/throughput.png and docs/performance.md instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +24,11 @@ from bench.logs import host_logging
 from bench.report import machine, render_table, update_doc, write_json, write_plot
 from bench.servers import ROOT, endpoints, fixed_token
 
-__all__ = ["Options", "main", "run"]
+__all__ = ["OUT", "Options", "main", "output_paths", "run"]
+
+OUT = ROOT / "bench" / "out"
+"""Where a run writes unless asked to update the docs (git-ignored)."""
+TRACKED = (ROOT / "bench" / "results.json", ROOT / "docs" / "throughput.png", ROOT / "docs" / "performance.md")
 
 
 @dataclass(frozen=True)
@@ -153,20 +163,40 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, type=lambda text: tuple(int(part) for part in text.split(",")), default=default)
         else:
             parser.add_argument(flag, type=type(default), default=default)
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "throughput.png")
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--update-docs", action="store_true", help="write the tracked results, plot and doc (default bench/out/)")
+    parser.add_argument("--results", type=Path, help="results.json to write (instead of the default)")
+    parser.add_argument("--plot", type=Path, help="throughput.png to write")
+    parser.add_argument("--doc", type=Path, help="performance.md whose table is replaced")
     args = parser.parse_args(argv)
+    results_path, plot, doc = output_paths(args.update_docs, args.results, args.plot, args.doc)
     started = time.perf_counter()
     results, details = run(Options(**{option.name: getattr(args, option.name) for option in fields(Options)}))
-    write_json(results, args.results)
-    write_plot(details["concurrency"], details["latency_s"], args.plot)
+    for path in (results_path, plot, doc):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(results, results_path)
+    write_plot(details["concurrency"], details["latency_s"], plot)
     table = render_table(results, details)
-    if not update_doc(args.doc, table):
-        _say(f"{args.doc} has no result markers; its table was not updated")
+    if not update_doc(doc, table):
+        _say(f"{doc} has no result markers; its table was not updated")
     print(table)
-    _say(f"wrote {args.results}, {args.plot} and {args.doc} in {time.perf_counter() - started:.0f} s")
+    _say(f"wrote {results_path}, {plot} and {doc} in {time.perf_counter() - started:.0f} s")
+    if not args.update_docs:
+        _say("the docs were left as they are; `make bench UPDATE_DOCS=1` updates them")
     return 0
+
+
+def output_paths(
+    update_docs: bool, results: Path | None = None, plot: Path | None = None, doc: Path | None = None
+) -> tuple[Path, Path, Path]:
+    """The results, plot and doc a run writes: the tracked ones only when asked, else bench/out/ (explicit paths win)."""
+    tracked_results, tracked_plot, tracked_doc = TRACKED
+    if update_docs:
+        return results or tracked_results, plot or tracked_plot, doc or tracked_doc
+    if doc is None:
+        doc = OUT / tracked_doc.name
+        OUT.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tracked_doc, doc)  # the copy gets the new table; the tracked doc is untouched
+    return results or OUT / tracked_results.name, plot or OUT / tracked_plot.name, doc
 
 
 if __name__ == "__main__":

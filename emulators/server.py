@@ -198,6 +198,7 @@ class _HttpServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that sets TCP_NODELAY and tracks accepted connections."""
 
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops simultaneous SYNs; the client's retransmit after 1 s outlasts its timeout
 
     def __init__(self, address: tuple[str, int], handler: type[Exchange], app: LoopbackServer) -> None:
         self.app = app

@@ -34,7 +34,12 @@ SECRET = "demo-webhook-secret"
 def main() -> int:
     """Run the demo; exit 0 when succeeded, failed and rejected outcomes all came out."""
     logging.basicConfig(level=logging.ERROR, format="  [log] %(levelname)s %(name)s: %(message)s")
-    outcome_file = Path(tempfile.mkdtemp(prefix="acr-archiver-demo-")) / "outcomes.jsonl"
+    with tempfile.TemporaryDirectory(prefix="acr-archiver-demo-") as folder:  # removed at the end: the demo prints every outcome
+        return _demo(Path(folder) / "outcomes.jsonl")
+
+
+def _demo(outcome_file: Path) -> int:
+    """Send the sample events, with OUTCOME_FILE at `outcome_file`, and print the outcomes."""
     with IdentityEmulator() as identity, ArmEmulator(token_validator=identity.is_valid) as arm:
         os.environ.update(identity.environ())
         os.environ.update(
@@ -61,7 +66,7 @@ def main() -> int:
                 settled.append(send(functions, run_id, flag))
         token_calls = identity.calls
         connections = arm.stats()["connections"]
-    records = [json.loads(line) for line in outcome_file.read_text().splitlines()]
+    records = [json.loads(line) for line in outcome_file.read_text(encoding="utf-8").split("\n") if line]
     print(f"{'entry':<6} {'settled':<9} {'outcome':<9} {'subject':<24} {'registry/run':<48} {'tries':>5} {'arm':>4}  detail")
     for channel_result, record in zip(settled, records):
         print(f"{channel_result:<16} {_line(record)}")

@@ -16,7 +16,9 @@ request for that run: a PATCH the app gave up on (read timeout) may still land, 
 
 Afterwards every event must have ended exactly once, as succeeded, failed, rejected or dead-lettered
 (with its `failed` outcome); `lost` counts those that did not, `duplicates` those with more than one
-outcome. Each run's final `isArchiveEnabled` in the emulator must be the flag of the last event that
+outcome, `wrong_ends` those that ended otherwise than their scenario says (`PlannedEvent.expected_end`:
+an absorbed `arm-401-refresh` must succeed, not fail).
+Each run's final `isArchiveEnabled` in the emulator must be the flag of the last event that
 succeeded for it. `soak-report.json` holds the figures; the exit status is 0 only if all of that holds.
 """
 
@@ -152,6 +154,16 @@ class SoakArm(ArmEmulator):
         return None
 
 
+class SoakIdentity(IdentityEmulator):
+    """The identity endpoint, able to drop an injected failure no request took."""
+
+    def drop_failures(self) -> int:
+        """Forget the injected failures still queued; how many there were."""
+        with self._lock:
+            left, self._failures = len(self._failures), []
+            return left
+
+
 class FlakyPublisher:
     """OUTCOME_FILE, failing to publish on the deliveries the plan says (as a Service Bus outage would)."""
 
@@ -199,6 +211,7 @@ class SoakReport:
     duplicates: int
     redeliveries: int
     final_state_mismatches: int
+    wrong_ends: int
     leaks: int
     unexpected_exceptions: int
     harness_leftovers: int
@@ -229,7 +242,7 @@ class _Harness:
     """Plays Service Bus for the queue function, one worker per partition of the runs."""
 
     def __init__(self, config: SoakConfig, events: list[PlannedEvent], queue: Callable[[ServiceBusMessage], Any],
-                 arm: SoakArm, identity: IdentityEmulator, publisher: FlakyPublisher) -> None:
+                 arm: SoakArm, identity: SoakIdentity, publisher: FlakyPublisher) -> None:
         self.config = config
         self.events = events
         self.queue = queue
@@ -241,6 +254,8 @@ class _Harness:
         self.leftovers = 0
         self.leftover_details: list[str] = []
         self._lock = threading.Lock()
+        self._identity_fault = threading.Lock()
+        """Held by the delivery whose 401 refresh is scripted to meet an identity 500 (see `_deliver`)."""
 
     def run(self) -> None:
         """Deliver every event until it completes or is dead-lettered."""
@@ -264,7 +279,22 @@ class _Harness:
                 self.settlements[event.message_id].dead_lettered = True
 
     def _deliver(self, event: PlannedEvent, delivery: int) -> bool:
-        """One delivery; True when the function returned (the message is completed)."""
+        """One delivery; True when the function returned (the message is completed).
+
+        An identity failure is one process-wide queue that any worker's next token request takes. Two such
+        deliveries at once stacked two 500s in front of one refresh: msal retries once, then caches the 500
+        for 5 s, so every worker's refresh failed meanwhile and absorbed 401s ended otherwise. So one such
+        delivery runs at a time, and a failure no request took is dropped before the next.
+        """
+        if event.scenario is None or not event.scenario.token or not event.faulted(delivery):
+            return self._deliver_now(event, delivery)
+        with self._identity_fault:
+            try:
+                return self._deliver_now(event, delivery)
+            finally:
+                self.identity.drop_failures()
+
+    def _deliver_now(self, event: PlannedEvent, delivery: int) -> bool:
         self._arrange(event, delivery)
         settlement = self.settlements[event.message_id]
         settlement.deliveries = delivery
@@ -319,7 +349,7 @@ def run_soak(config: SoakConfig, workdir: Path, patch: Patcher, *, progress: Cal
     watch = LeakWatch()
     root = logging.getLogger()
     level = root.level
-    with IdentityEmulator() as identity, SoakArm(token_validator=identity.is_valid, auto_create=True, seed=False) as arm:
+    with SoakIdentity() as identity, SoakArm(token_validator=identity.is_valid, auto_create=True, seed=False) as arm:
         for name in (*SETTING_NAMES, *IDENTITY_ENVIRONMENT):
             patch.delenv(name, raising=False)
         settings = {**identity.environ(), "ARM_ENDPOINT": arm.url, "OUTCOME_FILE": str(outcome_file), **config.settings()}
@@ -372,14 +402,18 @@ def _report(config: SoakConfig, events: list[PlannedEvent], harness: _Harness, o
         settlement = harness.settlements[event.message_id]
         bodies = records.get(event.message_id, [])
         end = _end_of(event, settlement, bodies)
+        label = event.scenario.name if event.scenario else ("invalid-event" if event.run_id is None else "no-fault")
         if end == "lost":
             problems.append(f"{event.message_id} ({event.scenario.name if event.scenario else 'no fault'}) lost: "
                             f"deliveries {settlement.deliveries}, completed at {settlement.completed_at}, outcomes {[b['outcome'] for b in bodies]}")
         counts[end] += 1
+        if end not in ("lost", event.expected_end):
+            counts["wrong_ends"] += 1
+            how = event.persistence or "no fault"
+            problems.append(f"{event.message_id} ({label}, {how}) ended {end}, expected {event.expected_end}")
         counts["duplicates"] += len(bodies) > 1
         counts["deliveries"] += settlement.deliveries
         raised.update(settlement.raised)
-        label = event.scenario.name if event.scenario else ("invalid-event" if event.run_id is None else "no-fault")
         scenarios[label].update({"events": 1, end: 1, "deliveries": settlement.deliveries})
     expected = {run: None for run in final_state}
     for run, successes in harness.successes.items():
@@ -396,7 +430,8 @@ def _report(config: SoakConfig, events: list[PlannedEvent], harness: _Harness, o
     return SoakReport(
         events=len(events), succeeded=counts["succeeded"], failed=counts["failed"], rejected=counts["rejected"],
         dead_lettered=counts["dead_lettered"], lost=counts["lost"], duplicates=counts["duplicates"],
-        redeliveries=counts["deliveries"] - len(events), final_state_mismatches=len(mismatches), leaks=len(leaks),
+        redeliveries=counts["deliveries"] - len(events), final_state_mismatches=len(mismatches),
+        wrong_ends=counts["wrong_ends"], leaks=len(leaks),
         unexpected_exceptions=unexpected, harness_leftovers=harness.leftovers, deliveries=counts["deliveries"],
         runs=len(final_state), workers=config.workers, seed=config.seed, seconds=round(seconds, 2),
         events_per_second=round(len(events) / seconds, 1) if seconds else 0.0,
@@ -428,6 +463,7 @@ def summary(report: SoakReport) -> str:
         f"{'events':<24}{report.events:>8}",
         *(f"{name.replace('_', '-'):<24}{getattr(report, name):>8}" for name in COUNTS[1:]),
         f"{'final-state mismatches':<24}{report.final_state_mismatches:>8}",
+        f"{'wrong ends':<24}{report.wrong_ends:>8}",
         f"{'secrets in logs/outcomes':<24}{report.leaks:>8}",
         f"{'deliveries':<24}{report.deliveries:>8}",
         f"{'runs':<24}{report.runs:>8}",

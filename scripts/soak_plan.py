@@ -115,6 +115,13 @@ class PlannedEvent:
     faulted_deliveries: int = 0
     """Deliveries whose every try fails (k); the delivery count for `every-delivery`; 1 for in-process and final."""
 
+    @property
+    def expected_end(self) -> str:
+        """How the event must end: rejected (invalid), failed (final), dead_lettered (every delivery), else succeeded."""
+        if self.run_id is None:
+            return "rejected"
+        return {"final": "failed", "every-delivery": "dead_lettered"}.get(self.persistence or "", "succeeded")
+
     def faulted(self, delivery: int) -> bool:
         """True when this delivery meets the fault."""
         return self.scenario is not None and delivery <= self.faulted_deliveries

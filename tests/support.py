@@ -239,11 +239,20 @@ def run_route_params(run_id: str, *, sub: str = SUB, group: str = GROUP, registr
 
 
 def closed_port_url() -> str:
-    """A loopback URL on which nothing listens (connection refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    """A loopback URL on which nothing listens (connection refused), for as long as the test process lives.
+
+    The port belongs to a socket that stays bound and never listens, so no other program or test can
+    take the number between here and the connection attempt (freeing a port and reusing its number could).
+    """
+    return f"http://127.0.0.1:{_refusing_socket().getsockname()[1]}"
+
+
+@lru_cache(maxsize=1)
+def _refusing_socket() -> socket.socket:
+    """A TCP socket bound to a loopback port and never listening: connecting to it is refused."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    return holder
 
 
 @lru_cache(maxsize=1)

@@ -51,3 +51,18 @@ def test_a_tiny_benchmark_run_writes_results_with_exactly_the_required_keys(tmp_
     assert plot.read_bytes().startswith(b"\x89PNG")
     text = doc.read_text()
     assert "PREVIOUS-TABLE" not in text and "| **(b) app**" in text and text.endswith(f"{END}\n\nafter\n")
+
+
+def test_a_default_run_leaves_git_status_clean_and_update_docs_writes_the_tracked_files() -> None:
+    """`make bench` writes under the git-ignored bench/out/ (the doc as a copy); `UPDATE_DOCS=1` writes the tracked files."""
+    from bench.__main__ import OUT, TRACKED, output_paths
+
+    tracked_doc = TRACKED[2].read_bytes()
+    paths = output_paths(False)
+    assert all(path.parent == OUT for path in paths) and paths[2].read_bytes() == tracked_doc
+    ignored = subprocess.run(["git", "check-ignore", *map(str, paths)], cwd=ROOT, check=False, capture_output=True, text=True)
+    assert ignored.returncode == 0 and len(ignored.stdout.splitlines()) == 3, "bench/out/ must be git-ignored"
+    assert output_paths(True) == TRACKED
+    explicit = Path("/elsewhere/results.json")
+    assert output_paths(False, results=explicit)[0] == explicit
+    assert "--update-docs" in (ROOT / "Makefile").read_text() and "UPDATE_DOCS" in (ROOT / "Makefile").read_text()

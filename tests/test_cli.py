@@ -14,18 +14,23 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import MessageLockLostError, ServiceBusConnectionError
 
 from shared.arm import ArmResult
-from shared.cli import main
-from shared.cli.context import DEFAULT_SUBSCRIPTION
+from archiver_cli import main
+from archiver_cli.context import DEFAULT_SUBSCRIPTION
 from shared.errors import ArmError, InvalidEvent
 from shared.events import ArchiveRequest
 from shared.outcome import Inbound, build_outcome
 from shared.publisher import to_message
 from tests.fakes import RecordingServiceBus, dead_letter_path, subscription_path
-from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, Emulators, assert_valid_run, run_resource_id, start_emulators
+from emulators import ArmEmulator, IdentityEmulator
+from tests.support import (
+    GROUP, REGISTRY, SEED_RUN, SUB, Emulators, assert_valid_run, closed_port_url, run_resource_id, start_emulators,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "acr-archive-events"
@@ -143,14 +148,60 @@ def test_archive_refuses_bad_coordinates_before_calling_arm(emulators: Emulators
 
 
 def test_archive_without_a_sign_in_says_how_to_get_one(emulators: Emulators) -> None:
-    """A credential that gives no token: one line suggesting az login, exit status 1."""
+    """No identity endpoint in the settings and a sign-in that gives no token: one line suggesting az login, exit status 1."""
 
     class SignedOut:
         def get_token(self, *scopes: str, **_: Any) -> Any:
             raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token.\nAttempted credentials: …")
 
-    result = cli("archive", "-r", REGISTRY, "--run-id", SEED_RUN, env=dict(os.environ), credential_factory=lambda _: SignedOut())
+    env = {name: value for name, value in os.environ.items() if name not in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+    result = cli("archive", "-r", REGISTRY, "--run-id", SEED_RUN, env=env, credential_factory=lambda _: SignedOut())
     assert_one_line_error(result, 1, "no Azure token", "az login")
+    assert emulators.arm.stats()["requests"] == 0
+
+
+def _emulator_settings_file(tmp_path: Path, identity_endpoint: str, header: str, arm_url: str) -> Path:
+    """A local.settings.emulator.json of our own: the identity endpoint lives in the file, not the environment."""
+    path = tmp_path / "local.settings.emulator.json"
+    values = {**SETTINGS, "ARM_ENDPOINT": arm_url, "IDENTITY_ENDPOINT": identity_endpoint, "IDENTITY_HEADER": header}
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    return path
+
+
+def test_a_settings_files_identity_endpoint_gives_archive_its_token(
+    identity: IdentityEmulator, arm: ArmEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--settings local.settings.emulator.json archive …: the file's IDENTITY_ENDPOINT/HEADER reach azure-identity."""
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    path = _emulator_settings_file(tmp_path, identity.endpoint, identity.header_secret, arm.url)
+    result = cli("--settings", str(path), "archive", "-r", REGISTRY, "--run-id", SEED_RUN, env={})
+    assert result.status == 0, result.err
+    assert json.loads(result.out)["properties"]["isArchiveEnabled"] is True
+    assert identity.issued and arm.stats()["patches"] == 1
+    assert "IDENTITY_ENDPOINT" not in os.environ and "IDENTITY_HEADER" not in os.environ  # lent for the command only
+
+
+@pytest.mark.parametrize("endpoint", ["refused", "wrong-secret"])
+def test_an_identity_endpoint_that_gives_no_token_is_one_line_saying_which(
+    endpoint: str, identity: IdentityEmulator, arm: ArmEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No token from the file's identity endpoint: one line naming it, no azure-identity report, no `az login`."""
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+        monkeypatch.delenv(name, raising=False)
+    refused = endpoint == "refused"
+    url, header = (closed_port_url() + "/msi/token", identity.header_secret) if refused else (identity.endpoint, "not-the-secret")
+    path = _emulator_settings_file(tmp_path, url, header, arm.url)
+    result = cli("--settings", str(path), "archive", "-r", REGISTRY, "--run-id", SEED_RUN, env={})
+    assert_one_line_error(result, 1, "no Azure token", f"IDENTITY_ENDPOINT={url}", "running")
+    assert result.err.count("\n") == 1 and "az login" not in result.err and "not-the-secret" not in result.err
+    assert arm.stats()["requests"] == 0
+
+
+def test_archive_refuses_a_registry_outside_allowed_registries(emulators: Emulators) -> None:
+    """ALLOWED_REGISTRIES binds `archive` as it binds `send` and the app: exit status 2, and no PATCH."""
+    result = cli("archive", "-r", REGISTRY, "--run-id", SEED_RUN, env={**os.environ, "ALLOWED_REGISTRIES": "otherRegistry"})
+    assert_one_line_error(result, 2, "ALLOWED_REGISTRIES")
     assert emulators.arm.stats()["requests"] == 0
 
 
@@ -238,7 +289,7 @@ def test_send_many_events_in_batches_with_a_progress_bar(tmp_path: Path) -> None
     assert result.status == 0, result.err
     assert len(bus.messages(QUEUE)) == 120
     assert [b"".join(m.body) for m in bus.messages(QUEUE)][-1] == json.dumps({**EVENT, "runId": "run119"}, separators=(",", ":")).encode()
-    assert "[##############################] 120/120" in result.err
+    assert "sending to acr-archive-events: 120/120 (" in result.err  # piped: plain lines, the last one complete
     assert len([entry for entry in bus.log if entry[0] == "send"]) == 120
 
 
@@ -459,6 +510,166 @@ def test_outcomes_of_an_outcome_file_are_printed_the_same_way(tmp_path: Path) ->
     assert "rejected" in result.out and "InvalidEvent: runId: must be a string" in result.out
 
 
+def _outcome_file(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "outcomes.jsonl"
+    inbound = Inbound(source="http", correlation_id="c1", raw='{"runId": 5}')
+    line = json.dumps(build_outcome(inbound, None, error=InvalidEvent("runId", "must be a string, not a number")).as_record())
+    path.write_text((line + "\n") * count)
+    return path
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_outcomes_of_a_file_stop_at_max(tmp_path: Path, output: str) -> None:
+    """--max bounds --file too: --max 2 of 5 lines prints two."""
+    result = cli("outcomes", "--file", str(_outcome_file(tmp_path, 5)), "--max", "2", "-o", output)
+    assert result.status == 0, result.err
+    assert len([line for line in result.out.splitlines() if "rejected" in line]) == 2 and "2 outcome(s)" in result.err
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--follow"], ["--subscription", "all"], ["--topic", "t"], ["--peek"], ["--wait", "1"]],
+    ids=["follow", "subscription", "topic", "peek", "wait"],
+)
+def test_outcomes_of_a_file_refuse_the_subscription_options(tmp_path: Path, option: list[str]) -> None:
+    """An option that only means something for a subscription is refused with --file, never silently ignored."""
+    result = cli("outcomes", "--file", str(_outcome_file(tmp_path, 1)), *option)
+    assert_one_line_error(result, 2, option[0], "--file")
+    assert result.out == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b'{"body": {}}\n[1, 2]\n', "line 2: not an OUTCOME_FILE line (a JSON array, not an object)"),
+        (b'"outcome"\n', "line 1: not an OUTCOME_FILE line (a JSON string, not an object)"),
+        (b'{"body": {}}\n\xff\xfe{}\n', "line 2: not an OUTCOME_FILE line (not UTF-8)"),
+        (b"[" * 100_000 + b"\n", "line 1: not an OUTCOME_FILE line (not JSON)"),
+        (b'{"body": 1\n', "line 1: not an OUTCOME_FILE line (not JSON)"),
+    ],
+    ids=["array", "string", "not-utf8", "deeply-nested", "broken-json"],
+)
+def test_outcomes_of_a_file_refuse_a_bad_line_by_number(tmp_path: Path, content: bytes, fragment: str) -> None:
+    """A line that is not a UTF-8 JSON object: one line naming the file line and what is wrong, exit status 2."""
+    path = tmp_path / "outcomes.jsonl"
+    path.write_bytes(content)
+    assert_one_line_error(cli("outcomes", "--file", str(path)), 2, f"{path} {fragment}")
+
+
+_KEYS = st.sampled_from(["body", "application_properties", "request", "error", "outcome", "x"])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=12,
+)
+_LINES = st.lists(st.one_of(st.binary(max_size=60), _JSON.map(lambda value: json.dumps(value).encode())), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=_LINES, output=st.sampled_from(["table", "json"]))
+def test_any_outcome_file_prints_or_is_refused_in_one_line(lines: list[bytes], output: str) -> None:
+    """Whatever a file holds, `outcomes --file` prints it (one printable row each) or refuses it in one line; never crashes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "outcomes.jsonl"
+        path.write_bytes(b"\n".join(lines))
+        result = cli("outcomes", "--file", str(path), "-o", output)
+    if result.status == 0:
+        assert "unexpected" not in result.err
+        if output == "table":
+            assert all(ch.isprintable() or ch == "\n" for ch in result.out)
+        else:
+            assert all(isinstance(line, dict) for line in result.json_lines())
+    else:
+        assert_one_line_error(result, 2, "not an OUTCOME_FILE line")
+
+
+def test_a_table_cell_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """An escape sequence, control character or lone surrogate in an outcome never reaches the terminal as such."""
+    path = tmp_path / "outcomes.jsonl"
+    error = {"code": "E\r\nX", "message": "\ud800"}
+    hostile = {"body": {"outcome": "failed\x1b[2J\x1b]0;owned\x07", "source": "x\x9b", "error": error}}
+    path.write_text(json.dumps(hostile) + "\n")
+    result = cli("outcomes", "--file", str(path))
+    assert result.status == 0, result.err
+    assert not any(ch in result.out for ch in "\x1b\x07\r\x9b\ud800")
+    assert result.out.count("\n") == 3  # header, rule, one row
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`acr-archiver outcomes --file … | head -1`: exit status 0 and nothing on stderr, as Unix filters do."""
+    path = _outcome_file(tmp_path, 5000)  # about 1 MB of table: far more than a pipe holds, so the writer meets EPIPE
+    with subprocess.Popen(
+        [sys.executable, "-m", "archiver_cli", "outcomes", "--file", str(path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith(b"COMPLETED")
+        process.stdout.close()
+        err = process.stderr.read()
+        status = process.wait(timeout=60)
+    assert (status, err) == (0, b"")
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, as rich and the CLI decide by isatty()."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_table_on_a_terminal_is_drawn_by_rich() -> None:
+    """On a terminal the table is rich's (a header rule of box characters); piped, it stays plain `az -o table` text."""
+    from archiver_cli.output import print_table
+
+    terminal, pipe = _Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        print_table(("RUN ID", "STATUS"), [["ca1", "Succeeded"], ["ca2", None]], stream)
+    assert "━" in terminal.getvalue() or "─" in terminal.getvalue()
+    assert "ca1" in terminal.getvalue() and "Succeeded" in terminal.getvalue()
+    markup = _Terminal()
+    print_table(("TASK",), [["[bold red]x[/]\x1b[2J"]], markup)
+    assert "[bold red]x[/]" in markup.getvalue() and "\x1b[2J" not in markup.getvalue()  # a cell is text, never markup
+    assert pipe.getvalue().splitlines() == ["RUN ID  STATUS", "------  ---------", "ca1     Succeeded", "ca2"]
+
+
+def test_progress_on_a_terminal_shows_count_rate_and_eta() -> None:
+    """rich's progress on a terminal: the count, a rate per second and the time remaining."""
+    from archiver_cli.output import Progress
+
+    stream = _Terminal()
+    with Progress(40, "sending to q", stream) as bar:
+        for _ in range(40):
+            bar.advance()
+    drawn = stream.getvalue()
+    assert "sending to q" in drawn and "40/40" in drawn and "/s" in drawn and "ETA" in drawn
+
+
+def test_progress_when_piped_is_plain_lines() -> None:
+    """Forced (--progress) into a pipe: one plain line per tenth, no carriage returns or escape sequences."""
+    from archiver_cli.output import Progress
+
+    stream = io.StringIO()
+    with Progress(100, "sending to q", stream, enabled=True) as bar:
+        for _ in range(100):
+            bar.advance()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"sending to q: {n}/100" for n in range(10, 101, 10)]
+    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
+
+
+def test_commands_without_a_table_never_import_rich() -> None:
+    """rich is imported lazily: `--help` and JSON output do not pay its import time."""
+    completed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "archiver_cli", "--help"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in completed.stderr.splitlines() if line.startswith("import time:")}
+    assert "archiver_cli.app" in imported and not any(name == "rich" or name.startswith("rich.") for name in imported)
+
+
 def test_outcomes_without_a_topic_name_say_which_setting() -> None:
     """No OUTCOME_TOPIC_NAME and no --topic: exit status 2."""
     result = cli("outcomes", bus=RecordingServiceBus(), env={"ARCHIVE_QUEUE_NAME": QUEUE})
@@ -490,10 +701,26 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_the_console_script_and_module_entry_points_exist() -> None:
-    """pyproject.toml declares `acr-archiver = shared.cli:main`, and `python -m shared.cli --help` works."""
+    """pyproject.toml declares `acr-archiver = archiver_cli:main`, and `python -m archiver_cli --help` works."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["acr-archiver"] == "shared.cli:main"
-    completed = subprocess.run([sys.executable, "-m", "shared.cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert project["project"]["scripts"]["acr-archiver"] == "archiver_cli:main"
+    assert "archiver_cli" in project["tool"]["setuptools"]["packages"]["find"]["include"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "archiver_cli", "--help"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert completed.returncode == 0
     for command in ("archive", "send", "dead-letters", "outcomes"):
         assert command in completed.stdout
+
+
+def test_the_cli_is_its_own_package_and_never_deployed() -> None:
+    """The CLI lives in archiver_cli beside the app, .funcignore keeps it (and its requirements) out of the deployment,
+    and its library (rich) is a CLI requirement, never a runtime one."""
+    ignored = (ROOT / ".funcignore").read_text().split()
+    assert "archiver_cli" in ignored and "requirements-cli.txt" in ignored
+    assert not (ROOT / "shared" / "cli").exists()
+    assert "rich" not in (ROOT / "requirements.txt").read_text()
+    assert any(line.startswith("rich==") for line in (ROOT / "requirements-cli.txt").read_text().splitlines())
+    assert "-r requirements-cli.txt" in (ROOT / "requirements-dev.txt").read_text().splitlines()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["dynamic"]["optional-dependencies"]["cli"] == {"file": ["requirements-cli.txt"]}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -29,13 +29,13 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import ServiceBusConnectionError, ServiceBusError
 
-from emulators import ArmEmulator, Fault, IdentityEmulator
+from emulators import Fault, IdentityEmulator
+from scripts.soak import SoakArm
 from shared.auth import ManagedIdentityTokens
 from shared.errors import ArchiverError, PublishFailed
 from shared.publisher import ServiceBusPublisher
-from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
 from tests.fakes import RecordingServiceBus
-from tests.support import closed_port_url, functions
+from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, closed_port_url, functions, read_outcomes
 
 MAX_DELIVERIES = 3
 ATTEMPTS = 2
@@ -48,7 +48,7 @@ Result = Literal["succeeded", "final", "transient", "unpublished"]
 class Harness:
     """What a row may arrange: the emulators, the environment and the outcome topic."""
 
-    arm: ArmEmulator
+    arm: SoakArm
     identity: IdentityEmulator
     monkeypatch: pytest.MonkeyPatch
     outcome_file: Path
@@ -96,8 +96,6 @@ class Row:
     archived: bool = True
     state: str = "Succeeded"
     token_requests: int | None = None
-    settle: float = 0.0
-    """Seconds to wait before reading the run: a timed-out PATCH still lands after the client gave up."""
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -202,11 +200,11 @@ ROWS: dict[str, Row] = {
     "connection-refused": Row(arm_unreachable, "transient", "ArmUnavailable", attempts=2, archived=False),
     **_broken_answer_rows(),
     "read-timeout-once": Row(
-        faults(Fault.delay(SLOW_ANSWER)), "succeeded", http_status=200, attempts=2, settle=SLOW_ANSWER, env=READ_TIMEOUT
+        faults(Fault.delay(SLOW_ANSWER)), "succeeded", http_status=200, attempts=2, env=READ_TIMEOUT
     ),
     # Both PATCHes time out on the client, yet both land on the server: the run is archived all the same.
     "read-timeout-every-attempt": Row(
-        every_attempt(Fault.delay(SLOW_ANSWER)), "transient", "ArmUnavailable", attempts=2, settle=SLOW_ANSWER, env=READ_TIMEOUT
+        every_attempt(Fault.delay(SLOW_ANSWER)), "transient", "ArmUnavailable", attempts=2, env=READ_TIMEOUT
     ),
     # -- long-running updates (201)
     "201-then-poll-error-once": Row(lro_then_poll_faults(Fault.status(503, retry_after="0")), "succeeded", http_status=201),
@@ -271,7 +269,14 @@ def _tokens(settings: Any) -> ManagedIdentityTokens:
 
 
 @pytest.fixture
-def harness(app_env: dict[str, str], arm: ArmEmulator, identity: IdentityEmulator,
+def arm(identity: IdentityEmulator) -> Iterator[SoakArm]:
+    """The ARM emulator, also telling when it answers no request for a run (the soak's; see SoakArm.quiet)."""
+    with SoakArm(token_validator=identity.is_valid) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def harness(app_env: dict[str, str], arm: SoakArm, identity: IdentityEmulator,
             monkeypatch: pytest.MonkeyPatch, outcome_file: Path) -> Harness:
     """Small budgets: two tries per request and at most 50 ms of backoff, three deliveries."""
     monkeypatch.setenv("MAX_DELIVERY_COUNT", str(MAX_DELIVERIES))
@@ -324,8 +329,8 @@ def test_each_fault_ends_as_the_contract_says(row: Row, delivery: int, harness: 
     else:
         assert isinstance(raised, PublishFailed), raised
         assert published == []
-    # and the run is left as ARM would leave it
-    time.sleep(row.settle)
+    # and the run is left as ARM would leave it, once a timed-out PATCH that still lands has landed
+    assert harness.arm.quiet(SEED_RUN)
     run = harness.arm.get_run(SUB, GROUP, REGISTRY, SEED_RUN)
     assert (run["properties"]["isArchiveEnabled"], run["properties"]["provisioningState"]) == (row.archived, row.state)
     if row.token_requests is not None:
@@ -353,5 +358,17 @@ def test_a_fault_that_has_passed_is_healed_by_redelivery(name: str, harness: Har
     (record,) = harness.published()
     assert record["body"]["outcome"] == "succeeded" and record["body"]["deliveryCount"] == 2
     assert record["body"]["inboundMessageId"] == "m-1"
-    time.sleep(row.settle)
+    assert harness.arm.quiet(SEED_RUN)  # a timed-out PATCH still lands after the client gave up
     assert harness.arm.get_run(SUB, GROUP, REGISTRY, SEED_RUN)["properties"]["isArchiveEnabled"] is True
+
+
+def test_the_closed_port_refuses_and_no_one_else_can_take_it() -> None:
+    """closed_port_url: connecting is refused, and the port stays held (binding it again fails): it never becomes a listener."""
+    import socket
+
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    with socket.socket() as client, pytest.raises(ConnectionRefusedError):
+        client.connect(("127.0.0.1", port))
+    with socket.socket() as other, pytest.raises(OSError):
+        other.bind(("127.0.0.1", port))
+    assert closed_port_url() == f"http://127.0.0.1:{port}"

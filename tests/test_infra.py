@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lark.exceptions import LarkError
 
-from shared.cli.context import DEFAULT_SUBSCRIPTION
+from archiver_cli.context import DEFAULT_SUBSCRIPTION
 from shared.settings import SETTING_NAMES, Settings
 from tests.bicep_text import Template, braces_outside_strings, parse_text, ref
 

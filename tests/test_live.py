@@ -33,8 +33,8 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage as FunctionsMessage
 
 from emulators import ArmEmulator
-from shared.cli import main
-from shared.cli.context import DEFAULT_SUBSCRIPTION, Context, load_settings
+from archiver_cli import main
+from archiver_cli.context import DEFAULT_SUBSCRIPTION, Context, load_settings
 from shared.app import build_app
 from tests.support import GROUP, REGISTRY, SUB, isolate_environment
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.servicebus.exceptions import ServiceBusError
 
 from shared.auth import TokenCredential
-from shared.cli import archive, dead_letters, outcomes, send
-from shared.cli.context import CliError, Context, default_credential, describe, load_settings
+from archiver_cli import archive, dead_letters, outcomes, send
+from archiver_cli.context import (
+    SIGN_IN, CliError, Context, default_credential, describe, identity_environment, operator_values, settings_of,
+)
 from shared.errors import ArchiverError, ArmError, ConfigurationError, EventRejected, TokenUnavailable
 from shared.settings import Settings
 
@@ -30,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operate the ACR Run Archiver: archive a run now, enqueue events, replay dead letters, watch outcomes. "
         "Settings are the app's own (ServiceBusConnection…, ARCHIVE_QUEUE_NAME, OUTCOME_TOPIC_NAME, ARM_ENDPOINT, "
         "DEFAULT_*), read from the environment and, with --settings, a local.settings.json. "
-        "Credentials: DefaultAzureCredential (az login).",
+        "Credentials: the managed-identity endpoint when IDENTITY_ENDPOINT and IDENTITY_HEADER are set "
+        "(local.settings.emulator.json: the identity emulator), else DefaultAzureCredential (az login).",
     )
     parser.add_argument("--settings", metavar="FILE", help="read the Values of a local.settings.json (they win over the environment)")
     parser.add_argument("--namespace", metavar="FQDN", help="Service Bus namespace, e.g. sb-x.servicebus.windows.net (instead of the settings')")
@@ -61,23 +66,54 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) and usage errors (2), already printed by argparse
         return int(exit_.code or 0)
+    ctx: Context | None = None
     try:
-        settings = load_settings(os.environ if env is None else env, args.settings, args.namespace)
-        ctx = Context(settings, out, err, open_servicebus, credential_factory, args.progress)
-        return int(args.handler(args, ctx))
+        values = operator_values(os.environ if env is None else env, args.settings, args.namespace)
+        ctx = Context(settings_of(values), out, err, open_servicebus, credential_factory, args.progress, values)
+        with identity_environment(values), _library_logs(err if args.debug else None):
+            status = int(args.handler(args, ctx))
+            out.flush()  # a closed pipe shows here, not in the interpreter's last flush
+            return status
+    except BrokenPipeError:  # `acr-archiver … | head -1`: the reader has all it wanted
+        _silence(out)
+        return 0
     except KeyboardInterrupt:
         err.write("\ninterrupted\n")
         return 130
     except Exception as error:  # every failure becomes one line; --debug adds the traceback
-        message, status = _explain(error)
+        message, status = _explain(error, ctx.sign_in_hint() if ctx is not None else SIGN_IN)
         if args.debug:
             traceback.print_exc(file=err)
         err.write(f"{PROG}: error: {message}\n")
         return status
 
 
-def _explain(error: Exception) -> tuple[str, int]:
-    """The one-line message and exit status of a failure."""
+@contextmanager
+def _library_logs(stream: TextIO | None) -> Iterator[None]:
+    """Library log records (azure-identity's multi-line credential reports) reach stderr only with --debug."""
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else logging.NullHandler()
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)  # any handler, even a NullHandler, keeps logging's last-resort printer quiet
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a broken stdout at /dev/null, so the interpreter's final flush does not complain either."""
+    try:
+        fileno = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (tests pass a StringIO)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
+
+
+def _explain(error: Exception, sign_in: str) -> tuple[str, int]:
+    """The one-line message and exit status of a failure; `sign_in` says what to do when no token came."""
     if isinstance(error, CliError):
         return error.message, error.status
     if isinstance(error, ConfigurationError):
@@ -85,7 +121,7 @@ def _explain(error: Exception) -> tuple[str, int]:
     if isinstance(error, EventRejected):
         return error.message, 2
     if isinstance(error, TokenUnavailable):
-        return f"no Azure token ({error.message}); sign in with 'az login' or 'azd auth login'", 1
+        return f"no Azure token ({error.message}); {sign_in}", 1
     if isinstance(error, ArmError):
         status = f"HTTP {error.status}" if error.status else "no answer"
         request = f" [x-ms-request-id {error.request_id}]" if error.request_id else ""
@@ -93,7 +129,7 @@ def _explain(error: Exception) -> tuple[str, int]:
     if isinstance(error, ArchiverError):
         return f"{error.code}: {error.message}", 1
     if isinstance(error, ClientAuthenticationError):
-        return f"no Azure token ({describe(error)}); sign in with 'az login' or 'azd auth login'", 1
+        return f"no Azure token ({describe(error)}); {sign_in}", 1
     if isinstance(error, ServiceBusError):
         return f"Service Bus: {describe(error)}", 1
     if isinstance(error, AzureError):

@@ -12,9 +12,9 @@ from typing import Any
 from azure.servicebus import ServiceBusSubQueue
 from azure.servicebus.exceptions import ServiceBusError
 
-from shared.cli.context import CliError, Context, describe
-from shared.cli.messages import describe_dead_letter, resubmission
-from shared.cli.output import Progress, print_json, print_table
+from archiver_cli.context import CliError, Context, describe
+from archiver_cli.messages import describe_dead_letter, resubmission
+from archiver_cli.output import Progress, print_json, print_table
 
 __all__ = ["add_parser", "peek_all", "run"]
 

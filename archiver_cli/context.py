@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from shared.auth import TokenCredential
 from shared.publisher import servicebus_client_factory
 from shared.settings import Settings
 
-__all__ = ["CliError", "Context", "DEFAULT_SUBSCRIPTION", "default_credential", "describe", "load_settings"]
+__all__ = [
+    "CliError",
+    "Context",
+    "DEFAULT_SUBSCRIPTION",
+    "IDENTITY_NAMES",
+    "SIGN_IN",
+    "default_credential",
+    "describe",
+    "identity_environment",
+    "load_settings",
+    "operator_values",
+    "settings_of",
+]
+
+SIGN_IN = "sign in with 'az login' or 'azd auth login'"
+"""What to do when DefaultAzureCredential gave no token."""
+
+IDENTITY_NAMES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")
+"""A managed-identity endpoint (App Service protocol): Azure's inside Azure, the identity emulator's locally."""
 
 DEFAULT_SUBSCRIPTION = "failed-outcomes"
 """The example outcome subscription (filter `outcome = 'failed'`) that infra/main.bicep and the emulator create."""
@@ -33,12 +53,8 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
-def load_settings(env: Mapping[str, str], settings_file: str | None = None, namespace: str | None = None) -> Settings:
-    """The app's settings as the operator sees them: the environment, then a local.settings.json, then --namespace.
-
-    The Service Bus credential is the operator's own (DefaultAzureCredential: `az login`, azd, VS Code…),
-    never the app's `managedidentity`, which exists only inside Azure.
-    """
+def operator_values(env: Mapping[str, str], settings_file: str | None = None, namespace: str | None = None) -> dict[str, str]:
+    """The settings as the operator gives them: the environment, then a local.settings.json, then --namespace."""
     values = {name: value for name, value in env.items()}
     if settings_file:
         values.update(_read_local_settings(settings_file))
@@ -46,14 +62,56 @@ def load_settings(env: Mapping[str, str], settings_file: str | None = None, name
         values["ServiceBusConnection__fullyQualifiedNamespace"] = namespace
         values.pop("ServiceBusConnection", None)
         values.pop("OUTCOME_SERVICEBUS_NAMESPACE", None)
+    return values
+
+
+def load_settings(env: Mapping[str, str], settings_file: str | None = None, namespace: str | None = None) -> Settings:
+    """The app's settings as the operator sees them (`operator_values`).
+
+    The Service Bus credential is the operator's own (DefaultAzureCredential: `az login`, azd, VS Code…),
+    never the app's `managedidentity`, which exists only inside Azure.
+    """
+    return settings_of(operator_values(env, settings_file, namespace))
+
+
+def settings_of(values: Mapping[str, str]) -> Settings:
+    """The Settings of `operator_values`, with the operator's own Service Bus credential."""
     return replace(Settings.from_env(values), servicebus_credential=None)
 
 
 def default_credential(settings: Settings) -> TokenCredential:
-    """DefaultAzureCredential: the operator's sign-in, or the managed identity when run inside Azure."""
+    """The managed-identity endpoint when IDENTITY_ENDPOINT names one (`identity_environment`), else the operator's sign-in."""
+    if all(os.environ.get(name) for name in IDENTITY_NAMES):
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=settings.azure_client_id)
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(managed_identity_client_id=settings.azure_client_id)
+
+
+@contextmanager
+def identity_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Put the settings' IDENTITY_ENDPOINT/IDENTITY_HEADER into os.environ for one command, then restore it.
+
+    azure-identity and msal read only os.environ, and msal reads it again on every token request, so a
+    local.settings.json's endpoint (the emulator's) must be there for the whole command, not just while
+    the credential is built.
+    """
+    given = {name: values[name] for name in IDENTITY_NAMES if values.get(name)}
+    if len(given) != len(IDENTITY_NAMES):
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclass
@@ -68,6 +126,20 @@ class Context:
     credential_factory: Callable[[Settings], TokenCredential] = default_credential
     progress: bool | None = None
     """Show progress bars: True/False forced, None when stderr is a terminal and there is much to do."""
+    values: Mapping[str, str] = field(default_factory=dict)
+    """The raw settings the operator gave (`operator_values`): where the identity endpoint comes from."""
+
+    def credential(self) -> TokenCredential:
+        """The credential for ARM, from `credential_factory`."""
+        return self.credential_factory(self.settings)
+
+    def sign_in_hint(self) -> str:
+        """What to do when no token came: start the named identity endpoint, or sign in."""
+        endpoint = self.values.get("IDENTITY_ENDPOINT")
+        if endpoint and self.values.get("IDENTITY_HEADER"):
+            where = clean_url(endpoint)
+            return f"is the managed-identity endpoint IDENTITY_ENDPOINT={where} running, and IDENTITY_HEADER its secret?"
+        return SIGN_IN
 
     def queue_name(self, override: str | None) -> str:
         """--queue, else ARCHIVE_QUEUE_NAME."""
@@ -105,6 +177,15 @@ _NO_CONNECTION = (
     "no Service Bus connection: set ServiceBusConnection__fullyQualifiedNamespace (or pass --namespace), "
     "or ServiceBusConnection to a connection string such as the emulator's"
 )
+
+
+def clean_url(url: str) -> str:
+    """A URL fit for one error line: no userinfo or query (either may hold a secret), no control characters, bounded."""
+    text = url.split("?", 1)[0].split("#", 1)[0]
+    scheme, separator, rest = text.rpartition("://")
+    authority, slash, path = rest.partition("/")
+    text = scheme + separator + authority.rsplit("@", 1)[-1] + slash + path  # userinfo may be a password
+    return "".join(ch for ch in text if ch.isprintable() and not ch.isspace())[:200]
 
 
 def _open(factory: Callable[[], Any]) -> Any:

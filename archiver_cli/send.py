@@ -13,8 +13,8 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 
-from shared.cli.context import CliError, Context, describe
-from shared.cli.output import Progress, print_json, print_table
+from archiver_cli.context import CliError, Context, describe
+from archiver_cli.output import Progress, print_json, print_table
 from shared.errors import EventRejected
 from shared.events import check_allowed, parse_event
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from shared.arm import ArmClient, new_session
 from shared.auth import ManagedIdentityTokens
-from shared.cli.context import Context
-from shared.cli.output import print_json, print_table
-from shared.events import parse_event
+from archiver_cli.context import Context
+from archiver_cli.output import print_json, print_table
+from shared.events import check_allowed, parse_event
 
 __all__ = ["add_parser", "run", "run_row"]
 
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         }
         event.update({name: value for name, value in given.items() if value is not None})
     request = parse_event(event, ctx.settings)
-    tokens = ManagedIdentityTokens(ctx.credential_factory(ctx.settings), ctx.settings.arm_scope)
+    check_allowed(request, ctx.settings)  # as `send` and the app: ALLOWED_REGISTRIES binds the operator too
+    tokens = ManagedIdentityTokens(ctx.credential(), ctx.settings.arm_scope)
     session = new_session(pool_size=1)
     try:
         result = ArmClient(session, tokens, ctx.settings).update_run(request)
