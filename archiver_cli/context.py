@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-from shared.auth import TokenCredential
+from shared.arm import ArmClient, new_session
+from shared.auth import ManagedIdentityTokens, TokenCredential
 from shared.publisher import servicebus_client_factory
 from shared.settings import Settings
 
@@ -132,6 +133,16 @@ class Context:
     def credential(self) -> TokenCredential:
         """The credential for ARM, from `credential_factory`."""
         return self.credential_factory(self.settings)
+
+    @contextmanager
+    def arm_client(self) -> Iterator[ArmClient]:
+        """The app's ARM client with the operator's credential, on a session of its own closed afterwards."""
+        tokens = ManagedIdentityTokens(self.credential(), self.settings.arm_scope)
+        session = new_session(pool_size=1)
+        try:
+            yield ArmClient(session, tokens, self.settings)
+        finally:
+            session.close()
 
     def sign_in_hint(self) -> str:
         """What to do when no token came: start the named identity endpoint, or sign in."""
