@@ -15,7 +15,7 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.servicebus.exceptions import ServiceBusError
 
 from shared.auth import TokenCredential
-from archiver_cli import archive, dead_letters, outcomes, runs, send
+from archiver_cli import archive, backfill, dead_letters, outcomes, policies, runs, send
 from archiver_cli.context import (
     SIGN_IN, CliError, Context, default_credential, describe, identity_environment, operator_values, settings_of,
 )
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
     parser.add_argument("--debug", action="store_true", help="on failure, print the whole traceback, not one line")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (archive, runs, send, dead_letters, outcomes):
+    for module in (archive, runs, backfill, policies, send, dead_letters, outcomes):
         module.add_parser(commands)
     return parser
 

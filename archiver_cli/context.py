@@ -11,7 +11,8 @@ from typing import Any, TextIO
 
 from shared.arm import ArmClient, new_session
 from shared.auth import ManagedIdentityTokens, TokenCredential
-from shared.publisher import servicebus_client_factory
+from shared.publisher import Publisher, ServiceBusPublisher, make_publisher, servicebus_client_factory
+from shared.reschedule import ServiceBusScheduler
 from shared.settings import Settings
 
 __all__ = [
@@ -174,14 +175,29 @@ class Context:
         """A ServiceBusClient for the outcome topic's namespace (OUTCOME_SERVICEBUS_NAMESPACE, else the trigger's)."""
         return self._client(for_outcomes=True)
 
-    def _client(self, *, for_outcomes: bool) -> Any:
+    def queue_sender(self, queue: str) -> ServiceBusScheduler:
+        """The app's own queue sender (shared.reschedule: one SharedSender, batches) on `queue`."""
+        return ServiceBusScheduler(self.client_factory(for_outcomes=False), queue)
+
+    def publisher(self) -> Publisher:
+        """The app's outcome publisher: OUTCOME_FILE when set, else the topic, with the operator's Service Bus credential."""
+        if self.settings.outcome_file:
+            return make_publisher(self.settings)
+        return ServiceBusPublisher(self.client_factory(for_outcomes=True), self.topic_name(None))
+
+    def client_factory(self, *, for_outcomes: bool) -> Callable[[], Any]:
+        """How to open a ServiceBusClient: the test seam, else the settings' (refused now when there is no connection)."""
         if self.open_servicebus is not None:
-            return self.open_servicebus()
+            return self.open_servicebus
         settings = self.settings
         namespace = settings.publisher_namespace if for_outcomes else settings.servicebus_namespace
         if not (settings.servicebus_connection_string or namespace):
             raise CliError(_NO_CONNECTION, 2)
-        return _open(servicebus_client_factory(settings, for_outcomes=for_outcomes))
+        factory = servicebus_client_factory(settings, for_outcomes=for_outcomes)
+        return lambda: _open(factory)
+
+    def _client(self, *, for_outcomes: bool) -> Any:
+        return self.client_factory(for_outcomes=for_outcomes)()
 
 
 _NO_CONNECTION = (

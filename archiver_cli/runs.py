@@ -18,6 +18,7 @@ from typing import Any
 
 from archiver_cli.context import CliError, Context
 from archiver_cli.output import print_json, print_table
+from shared.discovery import odata_string
 from shared.setting_parsers import GUID, REGISTRY, RESOURCE_GROUP
 
 __all__ = ["DEFAULT_TOP", "RUN_HEADERS", "RunQuery", "add_filter_arguments", "add_parser", "list_filter", "run", "run_row"]
@@ -177,10 +178,6 @@ def _instant(text: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def odata_string(text: str) -> str:  # interim: shared.discovery's, once merged
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _mapping(value: Any) -> dict[str, Any]:
