@@ -21,10 +21,14 @@ from archiver_cli.output import print_json, print_table
 from shared.discovery import odata_string
 from shared.setting_parsers import GUID, REGISTRY, RESOURCE_GROUP
 
-__all__ = ["DEFAULT_TOP", "RUN_HEADERS", "RunQuery", "add_filter_arguments", "add_parser", "list_filter", "run", "run_row"]
+__all__ = [
+    "DEFAULT_TOP", "MAX_TOP", "RUN_HEADERS", "RunQuery", "add_filter_arguments", "add_parser", "list_filter", "query_of", "run", "run_row",
+]
 
 DEFAULT_TOP = 15
 """Runs listed without --top or --all: az acr task list-runs' default."""
+MAX_TOP = 2**31 - 1
+"""`$top` is an int32 in the Runs - List swagger."""
 RUN_HEADERS = ("RUN ID", "TASK", "PLATFORM", "STATUS", "TRIGGER", "STARTED", "DURATION")
 """az acr task list-runs -o table's columns."""
 
@@ -189,6 +193,6 @@ def _positive(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError("must be a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
+    if not 1 <= value <= MAX_TOP:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_TOP}")
     return value
