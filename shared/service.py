@@ -110,11 +110,11 @@ class Archiver:
         request: ArchiveRequest | None = None
         try:
             parsed = parse_event(event, self.settings)
+            request = parsed if isinstance(parsed, ArchiveRequest) else None
             check_allowed(parsed, self.settings)
             if isinstance(parsed, ImagePush):
                 return self._archive_pushed(parsed, inbound)
-            request = parsed
-            result = self.arm.update_run(request)
+            result = self.arm.update_run(parsed)
         except ArchiverError as error:
             return [Result.failure(inbound, error, request)]
         return [Result(build_outcome(inbound, request, result=result))]
@@ -293,8 +293,8 @@ def log_outcome(result: Result, reference: str | None) -> None:
     body = result.outcome.body
     if result.outcome.subject == SUMMARY_SUBJECT:
         log.log(
-            level, "%s %s: policy=%s registry=%s matched=%d enqueued=%d pages=%d%s",
-            reference, body["outcome"], body["policy"], body["registry"]["registryName"], body["matched"], body["enqueued"],
+            level, "%s %s %s: policy=%s registry=%s matched=%d enqueued=%d pages=%d%s",
+            reference, SUMMARY_SUBJECT, body["outcome"], body["policy"], body["registry"]["registryName"], body["matched"], body["enqueued"],
             body["pages"], f" error={result.error.code}" if result.error else "",
         )
         return
