@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -84,11 +84,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                            filter=query.filter, is_archive_enabled=flag)
     queue = None if args.dry_run else ctx.queue_name(args.queue)
     done = backfill(ctx, policy, query, queue)
+    if done.error is not None and not done.report.matched:
+        raise done.error  # nothing listed: the error alone says it (ARM's code, or how to sign in)
     if args.dry_run:
         _print_events(args, ctx, done.messages)
     ctx.stderr.write(_summary(done, queue) + "\n")
     if done.error is not None:
-        raise CliError(f"{done.error.code}: {done.error.message}")
+        raise done.error
     return 0
 
 
@@ -117,7 +119,12 @@ def backfill(ctx: Context, policy: ArchivePolicy, query: runs.RunQuery, queue: s
     return done
 
 
-def _keep(kept: list[QueueMessage]) -> Any:
+Deliver = Callable[[Sequence[QueueMessage]], int]
+
+
+def _keep(kept: list[QueueMessage]) -> Deliver:
+    """--dry-run: keep a page's events to show them."""
+
     def deliver(messages: Sequence[QueueMessage]) -> int:
         kept.extend(messages)
         return len(messages)
@@ -125,7 +132,9 @@ def _keep(kept: list[QueueMessage]) -> Any:
     return deliver
 
 
-def _enqueue(sender: Any, bar: Progress) -> Any:
+def _enqueue(sender: Any, bar: Progress) -> Deliver:
+    """Send a page's events through the app's queue sender, then move the bar."""
+
     def deliver(messages: Sequence[QueueMessage]) -> int:
         sender.enqueue(messages)  # raises PublishFailed: the sweep loop ends there, counting what went before
         bar.advance(len(messages))

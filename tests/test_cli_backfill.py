@@ -149,6 +149,15 @@ def test_a_listing_cut_short_enqueues_what_it_listed_then_fails(emulators: Emula
     assert f"enqueued {len(sent(bus))} archive event(s)" in result.err and "stopped: PolicyFailed" in result.err
 
 
+def test_a_filter_arm_refuses_is_arms_error_alone(emulators: Emulators) -> None:
+    """ARM's 400 on the first page: one line with InvalidFilter, no summary, nothing sent."""
+    seeded(emulators)
+    bus = RecordingServiceBus()
+    result = backfill("--filter", "Status eq", bus=bus)
+    assert_one_line_error(result, 1, "ARM refused the request", "InvalidFilter", "HTTP 400")
+    assert result.err.count("\n") == 1 and bus.sent == []
+
+
 def test_a_refused_send_stops_the_backfill_and_says_how_many_went(emulators: Emulators) -> None:
     """Service Bus refuses the second batch: the first stays sent, exit 1 naming PublishFailed."""
     seeded(emulators)
