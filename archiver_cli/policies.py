@@ -21,10 +21,13 @@ from shared.discovery import policy_filter
 from shared.outcome import Outcome
 from shared.policies import ArchivePolicy
 from shared.service import Archiver
+from shared.settings import unmet_requirements
 
 __all__ = ["LIST_HEADERS", "SWEEP_HEADERS", "add_parser", "effective_filter", "run"]
 
 LIST_HEADERS = ("NAME", "REGISTRY", "SETS", "$FILTER")
+SCHEDULE_SETTING = "ARCHIVE_POLICY_SCHEDULE"
+"""The timer's schedule (named here, not imported from shared.functions: that would load azure.functions)."""
 SWEEP_HEADERS = ("POLICY", "OUTCOME", "MATCHED", "ENQUEUED", "PAGES", "ERROR")
 
 
@@ -89,6 +92,9 @@ def _list(args: argparse.Namespace, ctx: Context) -> int:
         print_table(LIST_HEADERS, rows, ctx.stdout, max_width=1200)
     ctx.stderr.write(f"{len(shown)} valid archive polic{'y' if len(shown) == 1 else 'ies'}; "
                      f"lookback {settings.archive_policy_lookback_days:g} day(s)\n")
+    for requirement in unmet_requirements(settings):
+        if SCHEDULE_SETTING in requirement.names:  # the app's own rule; the timer is not registered without it
+            ctx.stderr.write(f"warning: {SCHEDULE_SETTING} is {requirement.why}: without it the app never sweeps on a timer\n")
     return 0
 
 

@@ -99,6 +99,15 @@ def test_a_policy_outside_allowed_registries_is_refused() -> None:
     assert_one_line_error(cli("policies", env=env), 2, "ARCHIVE_POLICIES[release-builds].registry", "ALLOWED_REGISTRIES")
 
 
+@pytest.mark.parametrize(("schedule", "warned"), [(None, True), ("0 */15 * * * *", False)], ids=["unset", "set"])
+def test_list_warns_when_the_timer_has_no_schedule(schedule: str | None, warned: bool) -> None:
+    """Policies without ARCHIVE_POLICY_SCHEDULE are valid but never swept on a timer: a warning says so."""
+    env = {"ARCHIVE_POLICIES": json.dumps([RELEASE]), **({"ARCHIVE_POLICY_SCHEDULE": schedule} if schedule else {})}
+    result = cli("policies", env=env)
+    assert result.status == 0, result.err
+    assert ("warning: ARCHIVE_POLICY_SCHEDULE is required when ARCHIVE_POLICIES is set" in result.err) is warned
+
+
 def test_without_policies_list_says_so() -> None:
     """ARCHIVE_POLICIES unset: nothing listed, exit 0, a line saying so."""
     result = cli("policies", env={})
