@@ -78,7 +78,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     flag = args.no_archive == "false"
     wanted = f"IsArchiveEnabled eq {'false' if flag else 'true'}"
     query = runs.query_of(args, ctx, runs.list_filter(args.task, args.status, args.image, args.odata, wanted))
-    if not registry_allowed(ctx.settings.allowed_registries, query.subscription_id, query.resource_group_name, query.registry_name):
+    allowed = ctx.settings.allowed_registries
+    if not registry_allowed(allowed, query.subscription_id, query.resource_group_name, query.registry_name):
         raise CliError(f"--registry: registry '{query.registry_name}' is not in ALLOWED_REGISTRIES", 2)
     policy = ArchivePolicy(args.policy, query.subscription_id, query.resource_group_name, query.registry_name,
                            filter=query.filter, is_archive_enabled=flag)
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def backfill(ctx: Context, policy: ArchivePolicy, query: runs.RunQuery, queue: str | None) -> Backfill:
-    """List every page first (progress: count and rate), then hand the runs to the sweep loop (progress bar); queue None: keep them."""
+    """List every page (a count and rate), then hand the runs to the sweep loop (a bar); with no queue, keep the events."""
     report = SweepReport(policy, "http", datetime.now(timezone.utc), query.filter or "")  # an on-demand sweep, as the route's
     done = Backfill(report)
     pages: list[list[dict[str, Any]]] = []

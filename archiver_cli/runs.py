@@ -22,7 +22,8 @@ from shared.discovery import odata_string
 from shared.setting_parsers import GUID, REGISTRY, RESOURCE_GROUP
 
 __all__ = [
-    "DEFAULT_TOP", "MAX_TOP", "RUN_HEADERS", "RunQuery", "add_filter_arguments", "add_parser", "list_filter", "query_of", "run", "run_row",
+    "DEFAULT_TOP", "MAX_TOP", "RUN_HEADERS", "RunQuery",
+    "add_filter_arguments", "add_parser", "list_filter", "query_of", "run", "run_row",
 ]
 
 DEFAULT_TOP = 15
@@ -62,7 +63,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("action", choices=("list",), help="list: list the runs")
     add_filter_arguments(parser)
     count = parser.add_mutually_exclusive_group()
-    count.add_argument("--top", type=_positive, default=DEFAULT_TOP, help=f"at most this many runs (default {DEFAULT_TOP}, as az)")
+    count.add_argument("--top", type=_positive, default=DEFAULT_TOP,
+                       help=f"at most this many runs (default {DEFAULT_TOP}, as az)")
     count.add_argument("--all", action="store_true", help="every run: follow nextLink to the last page")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.set_defaults(handler=run)

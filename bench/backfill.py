@@ -309,7 +309,8 @@ def render_section(result: dict[str, Any]) -> str:
     for name, label in labels.items():
         lines.append(f"| {label} | {stage_s[name]:.3f} | {rate.get(name, math.inf):,.0f} |")
     lines += [
-        f"| **`acr-archiver backfill` end to end** (in process) | **{result['end_to_end_s']:.2f}** | **{result['end_to_end_runs_per_s']:,.0f}** |",
+        f"| **`acr-archiver backfill` end to end** (in process) | **{result['end_to_end_s']:.2f}** "
+        f"| **{result['end_to_end_runs_per_s']:,.0f}** |",
         "",
         f"Listing: {result['list_client_cpu_share']:.0%} of its wall time is this process's CPU (requests, JSON decoding); "
         "the rest is waiting for the emulator to filter and encode each page.",

@@ -1,4 +1,4 @@
-"""`acr-archiver backfill`: list, then enqueue a sweep's archive events, against the ARM emulator and the recording Service Bus."""
+"""`acr-archiver backfill`: list, then enqueue a sweep's archive events; ARM emulator, recording Service Bus."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def first_filter(emulators: Emulators) -> str:
 
 def run_ids(runs: list[dict[str, Any]], flag: bool = False, task: str | None = None) -> set[str]:
     """The runs whose archive flag is `flag` (of one task when given)."""
-    return {r["name"] for r in runs if r["properties"]["isArchiveEnabled"] is flag and (task is None or r["properties"].get("task") == task)}
+    return {r["name"] for r in runs
+            if r["properties"]["isArchiveEnabled"] is flag and (task is None or r["properties"].get("task") == task)}
 
 
 def test_backfill_enqueues_one_sweep_event_per_run_not_yet_archived(emulators: Emulators) -> None:
@@ -97,7 +98,8 @@ def test_dry_run_lists_and_shows_the_events_but_enqueues_nothing(emulators: Emul
     """--dry-run -o json: one line per event with its id; nothing reaches Service Bus, no queue is needed."""
     runs = seeded(emulators)
     bus = RecordingServiceBus()
-    result = cli("backfill", "-r", REG, "--dry-run", "-o", "json", bus=bus, env={k: v for k, v in os.environ.items() if k != "ARCHIVE_QUEUE_NAME"})
+    env = {k: v for k, v in os.environ.items() if k != "ARCHIVE_QUEUE_NAME"}
+    result = cli("backfill", "-r", REG, "--dry-run", "-o", "json", bus=bus, env=env)
     assert result.status == 0, result.err
     assert bus.sent == [] and bus.senders_created == 0
     shown = result.json_lines()
@@ -200,7 +202,8 @@ def test_progress_on_a_terminal_is_richs_bar_with_counts_and_rate(emulators: Emu
     """On a terminal: rich's bars for the listing (a count) and the enqueueing (count of total, rate)."""
     runs = seeded(emulators)
     out, err = io.StringIO(), _Terminal()
-    status = main(["backfill", "-r", REG], env=dict(os.environ), open_servicebus=RecordingServiceBus().client, stdout=out, stderr=err)
+    bus = RecordingServiceBus()
+    status = main(["backfill", "-r", REG], env=dict(os.environ), open_servicebus=bus.client, stdout=out, stderr=err)
     assert status == 0, err.getvalue()
     drawn = err.getvalue()
     total = len(run_ids(runs))

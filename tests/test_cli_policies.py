@@ -19,8 +19,8 @@ from tests.test_cli import QUEUE, TOPIC, assert_one_line_error, cli, emulators  
 REG = "seededRegistry"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 RELEASE = {"name": "release-builds", "registry": f"{SUB}/{GROUP}/{REG}", "filter": "TaskName eq 'release'"}
-FAILED = {"name": "failed-runs", "registry": f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{REG}",
-          "filter": "Status eq 'Failed'", "isArchiveEnabled": True}
+REGISTRY_ID = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{REG}"
+FAILED = {"name": "failed-runs", "registry": REGISTRY_ID, "filter": "Status eq 'Failed'", "isArchiveEnabled": True}
 UNFILTERED = {"name": "unarchive-all", "registry": f"{SUB}/{GROUP}/{REG}", "isArchiveEnabled": False}
 
 
@@ -95,7 +95,8 @@ def test_malformed_policies_are_refused_naming_the_policy_and_field(policies: li
 
 def test_a_policy_outside_allowed_registries_is_refused() -> None:
     """ALLOWED_REGISTRIES applies to the policies as the app reads them."""
-    env = {"ARCHIVE_POLICIES": json.dumps([RELEASE]), "ARCHIVE_POLICY_SCHEDULE": "0 0 * * * *", "ALLOWED_REGISTRIES": "otherRegistry"}
+    env = {"ARCHIVE_POLICIES": json.dumps([RELEASE]), "ARCHIVE_POLICY_SCHEDULE": "0 0 * * * *",
+           "ALLOWED_REGISTRIES": "otherRegistry"}
     assert_one_line_error(cli("policies", env=env), 2, "ARCHIVE_POLICIES[release-builds].registry", "ALLOWED_REGISTRIES")
 
 
@@ -129,7 +130,8 @@ def test_sweep_enqueues_the_policys_runs_and_publishes_its_summary(emulators: Em
     body = json.loads(b"".join(summary.body))
     assert summary.subject == "ArchivePolicySwept" and summary.application_properties["source"] == "http"
     assert body == json.loads(result.out)
-    assert (body["outcome"], body["matched"], body["enqueued"], body["policy"]) == ("succeeded", len(wanted), len(wanted), "release-builds")
+    assert (body["outcome"], body["policy"]) == ("succeeded", "release-builds")
+    assert body["matched"] == body["enqueued"] == len(wanted)
     assert body["filter"].startswith("(TaskName eq 'release') and IsArchiveEnabled eq false and CreateTime ge ")
 
 

@@ -27,7 +27,8 @@ PAGE = 10
 def az_filter(name: str | None, run_status: str | None, image: str | None) -> str | None:
     """azure-cli's `_add_run_filter` chain of `az acr task list-runs`, verbatim: the reference for plain values."""
     filter_str = None
-    for field, value, operator in (("TaskName", name, "eq"), ("Status", run_status, "eq"), ("OutputImageManifests", image, "contains")):
+    options = (("TaskName", name, "eq"), ("Status", run_status, "eq"), ("OutputImageManifests", image, "contains"))
+    for field, value, operator in options:
         if not value:
             continue
         clause = f"contains({field}, '{value}')" if operator == "contains" else f"{field} {operator} '{value}'"
@@ -48,7 +49,8 @@ def newest_first(runs: list[dict[str, Any]]) -> list[str]:
 
 def list_requests(emulators: Emulators) -> list[dict[str, Any]]:
     """The Runs - List requests ARM received."""
-    return [entry for entry in emulators.arm.requests_log if entry["method"] == "GET" and entry["path"].split("?")[0].endswith("/runs")]
+    log = emulators.arm.requests_log
+    return [entry for entry in log if entry["method"] == "GET" and entry["path"].split("?")[0].endswith("/runs")]
 
 
 # -- the $filter -----------------------------------------------------------------------------------
@@ -241,8 +243,11 @@ def test_started_and_duration_are_formatted_as_az_prints_them() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12))
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+))
 def test_any_json_from_arm_makes_a_row_without_failing(run: Any) -> None:
     """ARM's answer is hostile: whatever a listed run holds, its row has one cell per column."""
     assert len(run_row(run)) == len(RUN_HEADERS)
