@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -20,12 +21,14 @@ __all__ = [
     "Context",
     "DEFAULT_SUBSCRIPTION",
     "IDENTITY_NAMES",
+    "MAX_COUNT",
     "SIGN_IN",
     "default_credential",
     "describe",
     "identity_environment",
     "load_settings",
     "operator_values",
+    "positive_int",
     "settings_of",
 ]
 
@@ -46,6 +49,21 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+MAX_COUNT = 2**31 - 1
+"""The largest count an option takes: ARM's `$top` and Service Bus message counts are int32."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1 to MAX_COUNT."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_COUNT}, not {text!r}")
+    return value
 
 
 def describe(error: BaseException) -> str:

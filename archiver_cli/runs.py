@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from archiver_cli.context import CliError, Context
+from archiver_cli.context import MAX_COUNT, CliError, Context, positive_int
 from archiver_cli.output import print_json, print_table
 from shared.discovery import odata_string
 from shared.setting_parsers import GUID, REGISTRY, RESOURCE_GROUP
@@ -28,7 +28,7 @@ __all__ = [
 
 DEFAULT_TOP = 15
 """Runs listed without --top or --all: az acr task list-runs' default."""
-MAX_TOP = 2**31 - 1
+MAX_TOP = MAX_COUNT
 """`$top` is an int32 in the Runs - List swagger."""
 RUN_HEADERS = ("RUN ID", "TASK", "PLATFORM", "STATUS", "TRIGGER", "STARTED", "DURATION")
 """az acr task list-runs -o table's columns."""
@@ -63,7 +63,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("action", choices=("list",), help="list: list the runs")
     add_filter_arguments(parser)
     count = parser.add_mutually_exclusive_group()
-    count.add_argument("--top", type=_positive, default=DEFAULT_TOP,
+    count.add_argument("--top", type=positive_int, default=DEFAULT_TOP,
                        help=f"at most this many runs (default {DEFAULT_TOP}, as az)")
     count.add_argument("--all", action="store_true", help="every run: follow nextLink to the last page")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -188,13 +188,3 @@ def _instant(text: Any) -> datetime | None:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a whole number") from None
-    if not 1 <= value <= MAX_TOP:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_TOP}")
-    return value
