@@ -159,14 +159,18 @@ def demo_discovery() -> int:
     from azure.functions.timer import TimerRequestConverter
 
     registry = "platformRegistry"
-    registry_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{registry}"
+    registry_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{registry}"  # noqa: E501
     outcome_file = Path(tempfile.mkdtemp(prefix="acr-archiver-discovery-")) / "outcomes.jsonl"
-    policy = {"name": "release-builds", "registry": f"{SUBSCRIPTION}/{GROUP}/{registry}", "filter": "TaskName eq 'release' and Status eq 'Succeeded'"}
+    policy = {
+        "name": "release-builds", "registry": f"{SUBSCRIPTION}/{GROUP}/{registry}",
+        "filter": "TaskName eq 'release' and Status eq 'Succeeded'",
+    }
     with IdentityEmulator() as identity, ArmEmulator(token_validator=identity.is_valid, page_size=10) as arm:
         runs = arm.seed_registry(SUBSCRIPTION, GROUP, registry, 400, seed=2)
         os.environ.update(identity.environ())
         env = {
-            **identity.environ(), "ARM_ENDPOINT": arm.url, "ARCHIVE_QUEUE_NAME": "acr-archive-events", "OUTCOME_FILE": str(outcome_file),
+            **identity.environ(), "ARM_ENDPOINT": arm.url, "ARCHIVE_QUEUE_NAME": "acr-archive-events",
+            "OUTCOME_FILE": str(outcome_file),
             "ARCHIVE_POLICIES": json.dumps([policy]), "ARCHIVE_POLICY_SCHEDULE": "0 */15 * * * *",
         }
         app = build_app(env)
@@ -177,14 +181,16 @@ def demo_discovery() -> int:
         records = [json.loads(line) for line in outcome_file.read_text().splitlines()]
         summary = records[-1]["body"]
         print(f"timer sweep  $filter={summary['filter']}")
-        print(f"             {summary['outcome']}: {summary['pages']} pages, matched {summary['matched']}, archived "
-              f"{sum(r['body']['outcome'] == 'succeeded' for r in records[:-1])} (outcomes source={records[0]['body']['source'] if records[:-1] else '-'})")
+        archived_count = sum(r["body"]["outcome"] == "succeeded" for r in records[:-1])
+        sources = sorted({r["body"]["source"] for r in records[:-1]})
+        print(f"             {summary['outcome']}: {summary['pages']} pages, matched {summary['matched']}, "
+              f"archived {archived_count} (outcome source {', '.join(sources) or '-'})")
         pusher = next(r for r in runs if r["properties"].get("outputImages") and r["properties"].get("task") != "release")
         image = pusher["properties"]["outputImages"][0]
         push = {
             "id": str(uuid.uuid4()), "topic": registry_id, "subject": f"{image['repository']}:{image['tag']}",
             "eventType": "Microsoft.ContainerRegistry.ImagePushed", "eventTime": "2026-12-01T10:00:00Z", "dataVersion": "1.0",
-            "data": {"action": "push", "target": {"repository": image["repository"], "digest": image["digest"], "tag": image["tag"]}},
+            "data": {"action": "push", "target": {k: image[k] for k in ("repository", "digest", "tag")}},
         }
         response = functions["archive_events"](_request("POST", "archive-events", [push], {}))
         outcomes = json.loads(response.get_body())["outcomes"]
@@ -193,7 +199,8 @@ def demo_discovery() -> int:
         archived = arm.get_run(SUBSCRIPTION, GROUP, registry, pusher["name"])["properties"]["isArchiveEnabled"]
         app.close()
     ok = summary["outcome"] == "succeeded" and summary["pages"] > 1 and summary["matched"] > 0 and archived is True
-    print(f"discovery {'ok' if ok else 'FAILED'}: sweep {summary['outcome']}, pushed run {pusher['name']} isArchiveEnabled={archived}")
+    verdict = "ok" if ok else "FAILED"
+    print(f"discovery {verdict}: sweep {summary['outcome']}, pushed run {pusher['name']} isArchiveEnabled={archived}")
     return 0 if ok else 1
 
 
