@@ -111,6 +111,7 @@ class ArmEmulator(LoopbackServer):
         seed: bool = True,
         throttle: ThrottleConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         page_size: int = DEFAULT_PAGE_SIZE,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -118,6 +119,8 @@ class ArmEmulator(LoopbackServer):
         super().__init__(host=host, port=port)
         self.token_validator = token_validator
         self.latency = latency
+        self.sleep = sleep
+        """How the global latency is waited (a test may record it)."""
         self.auto_create = auto_create
         self.seed = seed
         self.page_size = DEFAULT_PAGE_SIZE
@@ -229,7 +232,7 @@ class ArmEmulator(LoopbackServer):
         exchange.observer = self._state.count_status
         exchange.ratelimit_headers = {}
         if self.latency > 0:
-            time.sleep(self.latency)
+            self.sleep(self.latency)
         try:
             self._charge(exchange)
             self._route(exchange)

@@ -152,15 +152,20 @@ def _line(record: dict[str, Any]) -> str:
 def demo_discovery() -> int:
     """Discovery (contract §8): a policy sweep of a seeded registry over several pages, then an ImagePushed event.
 
-    Self-contained: its own emulators, settings and outcome file. Under OUTCOME_FILE the sweep processes
-    the runs it lists itself (`source: "policy"`); with Service Bus it would enqueue them instead.
+    Self-contained: its own emulators, settings and outcome file (removed at the end, as the main demo's).
+    Under OUTCOME_FILE the sweep processes the runs it lists itself (`source: "policy"`); with Service Bus
+    it would enqueue them instead.
     """
+    with tempfile.TemporaryDirectory(prefix="acr-archiver-discovery-") as folder:
+        return _discovery(Path(folder) / "outcomes.jsonl")
+
+
+def _discovery(outcome_file: Path) -> int:
     from azure.functions import meta
     from azure.functions.timer import TimerRequestConverter
 
     registry = "platformRegistry"
     registry_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{registry}"  # noqa: E501
-    outcome_file = Path(tempfile.mkdtemp(prefix="acr-archiver-discovery-")) / "outcomes.jsonl"
     policy = {
         "name": "release-builds", "registry": f"{SUBSCRIPTION}/{GROUP}/{registry}",
         "filter": "TaskName eq 'release' and Status eq 'Succeeded'",

@@ -482,3 +482,20 @@ def test_a_summary_that_cannot_be_published_is_a_503_to_retry(
     response = sweep(bus_functions, "release-builds")
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert response_json(response)["error"]["code"] == "PublishFailed"
+
+
+def test_the_timer_sweeps_on_after_a_summary_fails_then_raises(
+    bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first summary cannot be published: the second policy is still swept and its summary sent; the invocation then fails."""
+    from azure.servicebus.exceptions import ServiceBusError
+
+    from shared.errors import PublishFailed
+    from tests.test_timer import timer_request
+
+    configure(monkeypatch, policy("first", filter=None), policy("second", filter=None))
+    bus.fail_next(ServiceBusError("refused"))
+    with pytest.raises(PublishFailed):
+        bus_functions["archive_policy_timer"](timer_request())
+    (published,) = bus.messages(TOPIC)
+    assert json.loads(b"".join(published.body))["policy"] == "second"

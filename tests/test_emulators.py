@@ -527,15 +527,12 @@ def test_every_response_is_one_socket_write(
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(arm: ArmEmulator, session: requests.Session) -> None:
-    """50 requests over one session use one TCP connection and take well under Nagle's 40 ms each."""
-    started = time.perf_counter()
-
+    """50 requests over one session use one TCP connection (each answer is one write: see the test above)."""
     statuses = {session.patch(run_url(arm.url), json={"isArchiveEnabled": i % 2 == 0}, headers=AUTH).status_code
                 for i in range(50)}
 
     assert statuses == {200}
     assert arm.stats()["connections"] == 1
-    assert time.perf_counter() - started < 1.0
 
 
 def test_stop_closes_idle_keep_alive_connections_and_the_port(session: requests.Session) -> None:
@@ -550,16 +547,16 @@ def test_stop_closes_idle_keep_alive_connections_and_the_port(session: requests.
 
 
 def test_latency_delays_arm_answers_but_not_the_control_api(arm: ArmEmulator, session: requests.Session) -> None:
-    """The global latency applies before every ARM answer only."""
+    """The global latency is waited before every ARM answer, and never before a control answer."""
+    waits: list[float] = []
+    arm.sleep = waits.append
     arm.set_latency(0.15)
-    started = time.perf_counter()
     session.get(f"{arm.url}/_emulator/stats")
-    control = time.perf_counter() - started
+    assert waits == []
 
     session.get(run_url(arm.url), headers=AUTH)
 
-    assert control < 0.1
-    assert time.perf_counter() - started >= 0.15
+    assert waits == [0.15]
 
 
 # -- managed identity ---------------------------------------------------------------------------------
