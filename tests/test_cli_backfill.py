@@ -208,3 +208,24 @@ def test_progress_on_a_terminal_is_richs_bar_with_counts_and_rate(emulators: Emu
     drawn = err.getvalue()
     total = len(run_ids(runs))
     assert f"listing {REG}" in drawn and f"enqueueing to {QUEUE}" in drawn and f"{total}/{total}" in drawn and "/s" in drawn
+
+
+
+# -- over AMQP, against the Service Bus emulator ---------------------------------------------------
+
+
+def test_over_amqp_a_repeated_backfill_is_dropped_by_duplicate_detection(emulators: Emulators) -> None:
+    """The real azure-servicebus client and the loopback AMQP emulator: each event stored once; a re-run is all duplicates."""
+    from emulators.servicebus import ServiceBusEmulator
+
+    wanted = run_ids(seeded(emulators))
+    with ServiceBusEmulator() as bus:
+        env = {**os.environ, "ServiceBusConnection": bus.connection_string}
+        first = cli("backfill", "-r", REG, env=env)
+        assert first.status == 0, first.err
+        stored = bus.messages(QUEUE)
+        assert sorted(m["message_id"] for m in stored) == sorted(f"policy:backfill:{run}:true" for run in wanted)
+        assert {m["application_properties"]["policy"] for m in stored} == {"backfill"}
+        again = cli("backfill", "-r", REG, env=env)
+        assert again.status == 0, again.err
+        assert len(bus.messages(QUEUE)) == len(wanted) and bus.duplicates_dropped(QUEUE) == len(wanted)

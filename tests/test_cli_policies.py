@@ -182,3 +182,21 @@ def test_sweep_names_are_case_insensitive_as_the_route_is(emulators: Emulators) 
     """RELEASE-BUILDS finds release-builds."""
     seeded(emulators, 20)
     assert cli("policies", "sweep", "RELEASE-BUILDS", bus=RecordingServiceBus(), env=policies_env(RELEASE)).status == 0
+
+
+def test_over_amqp_a_sweep_fills_the_queue_and_the_topic_gets_its_summary(emulators: Emulators) -> None:
+    """The real client and the loopback AMQP emulator: the events on the queue, ArchivePolicySwept on all-outcomes."""
+    from emulators.servicebus import ServiceBusEmulator
+
+    runs = seeded(emulators)
+    wanted = {r["name"] for r in runs if r["properties"].get("task") == "release" and not r["properties"]["isArchiveEnabled"]}
+    with ServiceBusEmulator() as bus:
+        env = {**policies_env(RELEASE), "ServiceBusConnection": bus.connection_string}
+        env.pop("ServiceBusConnection__fullyQualifiedNamespace")
+        result = cli("policies", "sweep", "release-builds", env=env)
+        assert result.status == 0, result.err
+        assert sorted(m["message_id"] for m in bus.messages(QUEUE)) == sorted(f"policy:release-builds:{run}:true" for run in wanted)
+        (summary,) = bus.messages(f"{TOPIC}/Subscriptions/all-outcomes")
+        assert summary["message_id"].startswith("sweep:release-builds:")
+        assert summary["application_properties"]["outcome"] == "succeeded"
+        assert summary["application_properties"]["enqueued"] == len(wanted)
