@@ -11,6 +11,8 @@ of which is archived, so `IsArchiveEnabled eq false` lists all N in pages of PAG
   construction is also timed alone), into a sender that discards: its `create_message_batch` is a real
   `ServiceBusMessageBatch` (which AMQP-encodes each message as it is added) and `send_messages` AMQP-encodes
   the batch payload as the real sender does before writing frames; no network.
+- **enqueue over AMQP** (a reference, one pass): the same, through the real client to the loopback Service Bus
+  emulator (`python -m emulators.servicebus`, its own process): the wire and a broker, but a Python one.
 - **end to end**: `acr-archiver backfill -r REG --no-progress` in this process (`archiver_cli.main`), all the
   above plus the CLI, with the same discarding Service Bus; profiled separately with cProfile for the
   share of time per package (profiling slows it, so only the shares are reported).
@@ -169,8 +171,8 @@ def _timed(action: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def _stages(arm_url: str) -> dict[str, Any]:
-    """One pass of list, build and enqueue, each timed."""
+def _stages(arm_url: str, *, amqp: bool = False) -> dict[str, Any]:
+    """One pass of list, build and enqueue, each timed; `amqp` also enqueues over AMQP to the Service Bus emulator."""
     from shared.arm import ArmClient, new_session
     from shared.discovery import archive_message
     from shared.policies import ArchivePolicy
@@ -192,6 +194,7 @@ def _stages(arm_url: str) -> dict[str, Any]:
     queue = DiscardingQueue()
     sender = ServiceBusScheduler(queue.client, QUEUE)
     enqueue_wall, _, _ = _timed(lambda: [sender.enqueue(page) for page in events])
+    amqp_wall = _amqp_enqueue(events) if amqp else None
     if queue.messages != runs:
         raise RuntimeError(f"enqueued {queue.messages} of {runs} runs")
     return {
@@ -199,7 +202,34 @@ def _stages(arm_url: str) -> dict[str, Any]:
         "list_s": list_wall, "list_client_cpu_s": list_cpu,
         "build_events_s": build_wall, "build_messages_s": message_wall,
         "enqueue_s": enqueue_wall, "batches": queue.batches, "encoded_bytes": queue.encoded_bytes,
+        "enqueue_amqp_s": amqp_wall,
     }
+
+
+def _amqp_enqueue(events: list[list[Any]]) -> float:
+    """The same enqueue through the real client over AMQP to `python -m emulators.servicebus` in its own process."""
+    from azure.servicebus import ServiceBusClient
+
+    from shared.reschedule import ServiceBusScheduler
+
+    command = [sys.executable, "-m", "emulators.servicebus", "--port", "0"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert process.stdout is not None
+        connection = process.stdout.readline().strip()
+        if not connection.startswith("Endpoint=sb://"):
+            raise RuntimeError("the Service Bus emulator did not start")
+        sender = ServiceBusScheduler(lambda: ServiceBusClient.from_connection_string(connection), QUEUE)
+        try:
+            sender.enqueue(events[0][:1])  # connect, authorize and attach first (its repeat below is a dropped duplicate)
+            wall, _, _ = _timed(lambda: [sender.enqueue(page) for page in events])
+        finally:
+            sender.close()
+        return wall
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def _end_to_end(arm_url: str, profile: cProfile.Profile | None = None) -> tuple[float, int]:
@@ -258,10 +288,11 @@ def measure(runs: int = 10_000, page_size: int = 100, repeats: int = 3, anchor_r
     with _seeded_arm(runs, page_size) as url:
         _stages(url)  # warm-up: imports, the emulator's first answers
         passes = [_stages(url) for _ in range(repeats)]
+        amqp_s = _stages(url, amqp=True)["enqueue_amqp_s"]  # once: a reference, its broker is not Azure's
         end_to_end = [_end_to_end(url) for _ in range(repeats)]
         profile = cProfile.Profile()
         _end_to_end(url, profile)
-    median = {key: statistics.median(p[key] for p in passes) for key in passes[0]}
+    median = {key: statistics.median(p[key] for p in passes) for key in passes[0] if key != "enqueue_amqp_s"}
     listed = int(median["runs"])
     e2e_s = statistics.median(wall for wall, _ in end_to_end)
     if any(count != listed for _, count in end_to_end):
@@ -270,7 +301,7 @@ def measure(runs: int = 10_000, page_size: int = 100, repeats: int = 3, anchor_r
     interpreter = statistics.median(_process_seconds("pass") for _ in range(anchor_runs))
     stages = {
         "list": median["list_s"], "build_events": median["build_events_s"], "build_messages": median["build_messages_s"],
-        "enqueue": median["enqueue_s"],
+        "enqueue": median["enqueue_s"], "enqueue_amqp": amqp_s,
     }
     return {
         "runs": listed, "pages": int(median["pages"]), "page_size": page_size, "repeats": repeats,
@@ -298,6 +329,8 @@ def render_section(result: dict[str, Any]) -> str:
         "enqueue": f"enqueue: `ServiceBusScheduler.enqueue` per page: ServiceBusMessage, batch, AMQP encoding "
         f"({result['batches']} batches, {result['encoded_kb']:.0f} KB)",
         "build_messages": "of which: a ServiceBusMessage per event (timed alone)",
+        "enqueue_amqp": "reference: the same enqueue over AMQP to the Service Bus emulator (its own process; a Python "
+        "broker, not Azure's; one pass)",
     }
     lines = [
         f"{runs:,} seeded runs, none archived, listed with `IsArchiveEnabled eq false`; median of {result['repeats']} passes; "
