@@ -13,6 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo
+	$(PY) -m scripts.demo_backfill
 
 test: $(STAMP)
 	$(PY) -m pytest

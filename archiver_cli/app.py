@@ -15,7 +15,7 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.servicebus.exceptions import ServiceBusError
 
 from shared.auth import TokenCredential
-from archiver_cli import archive, dead_letters, outcomes, send
+from archiver_cli import archive, backfill, dead_letters, outcomes, policies, runs, send
 from archiver_cli.context import (
     SIGN_IN, CliError, Context, default_credential, describe, identity_environment, operator_values, settings_of,
 )
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
     parser.add_argument("--debug", action="store_true", help="on failure, print the whole traceback, not one line")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (archive, send, dead_letters, outcomes):
+    for module in (archive, runs, backfill, policies, send, dead_letters, outcomes):
         module.add_parser(commands)
     return parser
 
@@ -123,9 +123,10 @@ def _explain(error: Exception, sign_in: str) -> tuple[str, int]:
     if isinstance(error, TokenUnavailable):
         return f"no Azure token ({error.message}); {sign_in}", 1
     if isinstance(error, ArmError):
-        status = f"HTTP {error.status}" if error.status else "no answer"
         request = f" [x-ms-request-id {error.request_id}]" if error.request_id else ""
-        return f"ARM refused the update: {error.code} ({status}): {error.message}{request}", 1
+        if not error.status:  # no answer, or one we would not follow (UnsafeLink)
+            return f"{error.code}: {error.message}{request}", 1
+        return f"ARM refused the request: {error.code} (HTTP {error.status}): {error.message}{request}", 1
     if isinstance(error, ArchiverError):
         return f"{error.code}: {error.message}", 1
     if isinstance(error, ClientAuthenticationError):

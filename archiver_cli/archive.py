@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import Any
 
-from shared.arm import ArmClient, new_session
-from shared.auth import ManagedIdentityTokens
+from archiver_cli import runs
 from archiver_cli.context import Context
 from archiver_cli.output import print_json, print_table
 from shared.events import check_allowed, parse_event
 
 __all__ = ["add_parser", "run", "run_row"]
 
-RUN_HEADERS = ("RUN ID", "TASK", "PLATFORM", "STATUS", "TRIGGER", "STARTED", "DURATION", "ARCHIVED")
+RUN_HEADERS = (*runs.RUN_HEADERS, "ARCHIVED")
 
 
 def add_parser(commands: Any) -> None:
@@ -51,12 +49,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         event.update({name: value for name, value in given.items() if value is not None})
     request = parse_event(event, ctx.settings)
     check_allowed(request, ctx.settings)  # as `send` and the app: ALLOWED_REGISTRIES binds the operator too
-    tokens = ManagedIdentityTokens(ctx.credential(), ctx.settings.arm_scope)
-    session = new_session(pool_size=1)
-    try:
-        result = ArmClient(session, tokens, ctx.settings).update_run(request)
-    finally:
-        session.close()
+    with ctx.arm_client() as arm:
+        result = arm.update_run(request)
     if args.output == "table":
         print_table(RUN_HEADERS, [run_row(result.run)], ctx.stdout)
     else:
@@ -65,31 +59,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_row(run: dict[str, Any]) -> list[Any]:
-    """A Run as one row of RUN_HEADERS."""
-    properties = run.get("properties") or {}
-    platform = properties.get("platform") or {}
-    trigger = next((key[: -len("Trigger")] for key in ("imageUpdateTrigger", "sourceTrigger", "timerTrigger") if properties.get(key)), None)
-    return [
-        properties.get("runId") or run.get("name"),
-        properties.get("task"),
-        platform.get("os"),
-        properties.get("status"),
-        trigger or properties.get("runType"),
-        properties.get("startTime"),
-        _duration(properties.get("startTime"), properties.get("finishTime")),
-        properties.get("isArchiveEnabled"),
-    ]
-
-
-def _duration(start: Any, finish: Any) -> str | None:
-    if not start or not finish:
-        return None
-    try:
-        seconds = int((_instant(finish) - _instant(start)).total_seconds())
-    except ValueError:
-        return None
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def _instant(text: Any) -> datetime:
-    return datetime.fromisoformat(str(text))  # Python 3.11 reads the trailing Z
+    """A Run as one row of RUN_HEADERS: `runs list`'s columns and the archive flag."""
+    properties = run.get("properties")
+    return [*runs.run_row(run), properties.get("isArchiveEnabled") if isinstance(properties, dict) else None]

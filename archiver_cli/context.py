@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -9,8 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-from shared.auth import TokenCredential
-from shared.publisher import servicebus_client_factory
+from shared.arm import ArmClient, new_session
+from shared.auth import ManagedIdentityTokens, TokenCredential
+from shared.publisher import Publisher, ServiceBusPublisher, make_publisher, servicebus_client_factory
+from shared.reschedule import ServiceBusScheduler
 from shared.settings import Settings
 
 __all__ = [
@@ -18,12 +21,14 @@ __all__ = [
     "Context",
     "DEFAULT_SUBSCRIPTION",
     "IDENTITY_NAMES",
+    "MAX_COUNT",
     "SIGN_IN",
     "default_credential",
     "describe",
     "identity_environment",
     "load_settings",
     "operator_values",
+    "positive_int",
     "settings_of",
 ]
 
@@ -44,6 +49,21 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+MAX_COUNT = 2**31 - 1
+"""The largest count an option takes: ARM's `$top` and Service Bus message counts are int32."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1 to MAX_COUNT."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_COUNT}, not {text!r}")
+    return value
 
 
 def describe(error: BaseException) -> str:
@@ -133,6 +153,16 @@ class Context:
         """The credential for ARM, from `credential_factory`."""
         return self.credential_factory(self.settings)
 
+    @contextmanager
+    def arm_client(self) -> Iterator[ArmClient]:
+        """The app's ARM client with the operator's credential, on a session of its own closed afterwards."""
+        tokens = ManagedIdentityTokens(self.credential(), self.settings.arm_scope)
+        session = new_session(pool_size=1)
+        try:
+            yield ArmClient(session, tokens, self.settings)
+        finally:
+            session.close()
+
     def sign_in_hint(self) -> str:
         """What to do when no token came: start the named identity endpoint, or sign in."""
         endpoint = self.values.get("IDENTITY_ENDPOINT")
@@ -163,14 +193,29 @@ class Context:
         """A ServiceBusClient for the outcome topic's namespace (OUTCOME_SERVICEBUS_NAMESPACE, else the trigger's)."""
         return self._client(for_outcomes=True)
 
-    def _client(self, *, for_outcomes: bool) -> Any:
+    def queue_sender(self, queue: str) -> ServiceBusScheduler:
+        """The app's own queue sender (shared.reschedule: one SharedSender, batches) on `queue`."""
+        return ServiceBusScheduler(self.client_factory(for_outcomes=False), queue)
+
+    def publisher(self) -> Publisher:
+        """The app's outcome publisher: OUTCOME_FILE when set, else the topic, with the operator's Service Bus credential."""
+        if self.settings.outcome_file:
+            return make_publisher(self.settings)
+        return ServiceBusPublisher(self.client_factory(for_outcomes=True), self.topic_name(None))
+
+    def client_factory(self, *, for_outcomes: bool) -> Callable[[], Any]:
+        """How to open a ServiceBusClient: the test seam, else the settings' (refused now when there is no connection)."""
         if self.open_servicebus is not None:
-            return self.open_servicebus()
+            return self.open_servicebus
         settings = self.settings
         namespace = settings.publisher_namespace if for_outcomes else settings.servicebus_namespace
         if not (settings.servicebus_connection_string or namespace):
             raise CliError(_NO_CONNECTION, 2)
-        return _open(servicebus_client_factory(settings, for_outcomes=for_outcomes))
+        factory = servicebus_client_factory(settings, for_outcomes=for_outcomes)
+        return lambda: _open(factory)
+
+    def _client(self, *, for_outcomes: bool) -> Any:
+        return self.client_factory(for_outcomes=for_outcomes)()
 
 
 _NO_CONNECTION = (

@@ -12,9 +12,10 @@ from typing import Any
 from azure.servicebus import ServiceBusSubQueue
 from azure.servicebus.exceptions import ServiceBusError
 
-from archiver_cli.context import CliError, Context, describe
+from archiver_cli.context import CliError, Context, describe, positive_int
 from archiver_cli.messages import describe_dead_letter, resubmission
 from archiver_cli.output import Progress, print_json, print_table
+from shared.messaging import envelope_of, is_image_pushed
 
 __all__ = ["add_parser", "peek_all", "run"]
 
@@ -36,7 +37,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("action", nargs="?", choices=("list", "resubmit"), default="list")
     parser.add_argument("--queue", help="queue name (default ARCHIVE_QUEUE_NAME)")
-    parser.add_argument("--max", type=_positive, default=100, help="at most this many dead letters (default 100)")
+    parser.add_argument("--max", type=positive_int, default=100, help="at most this many dead letters (default 100)")
     parser.add_argument("--dry-run", action="store_true", help="resubmit: show what would be sent; change nothing")
     parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for dead letters to arrive (default 5)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -149,8 +150,12 @@ def _resubmit_row(dead: Any, new_id: str | None) -> list[Any]:
 
 
 def _event_summary(body: Any) -> str:
-    """registry/run and the flag of an event, whatever its shape; else the start of its text."""
-    data = body.get("data") if isinstance(body, dict) and isinstance(body.get("data"), dict) else body
+    """registry/run and flag of an event, or an ImagePushed event's image (envelopes as shared.messaging reads them)."""
+    data = body.get("data") if envelope_of(body) is not None else body
+    if is_image_pushed(body):
+        target = data.get("target") if isinstance(data, dict) else None
+        target = target if isinstance(target, dict) else {}
+        return f"ImagePushed {target.get('repository', '?')}@{target.get('digest', '?')}"
     if isinstance(data, dict):
         if data.get("runResourceId"):
             where = "/".join(str(data["runResourceId"]).rstrip("/").split("/")[-3::2])
@@ -158,10 +163,3 @@ def _event_summary(body: Any) -> str:
             where = f"{data.get('registryName', '?')}/{data.get('runId', '?')}"
         return f"{where} isArchiveEnabled={data.get('isArchiveEnabled')}"
     return str(body)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.amqp import AmqpMessageBodyType
+
+from shared.messaging import MESSAGE_ID_LIMIT, resubmitted_message_id
 
 __all__ = [
     "RESUBMIT_COUNT",
@@ -26,7 +27,6 @@ RESUBMIT_COUNT = "resubmitCount"
 
 # Service Bus adds these when it dead-letters a message; they describe the old delivery, not the event.
 _BROKER_PROPERTIES = frozenset({"DeadLetterReason", "DeadLetterErrorDescription", "DeadLetterSource"})
-_MESSAGE_ID_LIMIT = 128
 
 
 def _text(value: Any) -> Any:
@@ -87,13 +87,14 @@ def resubmission(dead: Any) -> ServiceBusMessage:
     re-send of the same copy (after a crash before the dead letter was completed) is the duplicate instead.
     """
     carried = properties(dead)
-    first_id = str(carried.get(RESUBMITTED_FROM) or dead.message_id)
+    first = carried.get(RESUBMITTED_FROM)  # anyone who can send to the queue can set it: keep only an id-shaped value
+    first_id = first if isinstance(first, str) and 0 < len(first) <= MESSAGE_ID_LIMIT else str(dead.message_id)
     count = _int(carried.get(RESUBMIT_COUNT)) + 1
     kept = {k: v for k, v in carried.items() if k not in _BROKER_PROPERTIES}
     kept.update({RESUBMITTED_FROM: first_id, RESUBMIT_COUNT: count})
     return ServiceBusMessage(
         body_bytes(dead),
-        message_id=_bounded(f"{first_id}:resubmit-{count}"),
+        message_id=resubmitted_message_id(first_id, count),
         correlation_id=dead.correlation_id or dead.message_id,
         content_type=dead.content_type,
         subject=dead.subject,
@@ -107,8 +108,3 @@ def _int(value: Any) -> int:
     except (TypeError, ValueError):
         return 0
 
-
-def _bounded(message_id: str) -> str:
-    if len(message_id) <= _MESSAGE_ID_LIMIT:
-        return message_id
-    return "resubmit-" + hashlib.sha256(message_id.encode()).hexdigest()

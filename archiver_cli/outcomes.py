@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from archiver_cli.context import DEFAULT_SUBSCRIPTION, CliError, Context
+from archiver_cli.context import DEFAULT_SUBSCRIPTION, CliError, Context, positive_int
 from archiver_cli.messages import body_value, properties
 from archiver_cli.output import clean, print_json
 
@@ -19,16 +19,6 @@ DEFAULT_MAX = 50
 DEFAULT_WAIT = 5.0
 _SUBSCRIPTION_ONLY = ("subscription", "topic", "wait", "peek", "follow")
 """Options that mean nothing for --file: refused there rather than silently ignored."""
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return value
 
 
 def add_parser(commands: Any) -> None:
@@ -42,7 +32,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--subscription", help=f"subscription name (default {DEFAULT_SUBSCRIPTION})")
     parser.add_argument("--topic", help="topic name (default OUTCOME_TOPIC_NAME)")
-    parser.add_argument("--max", type=_positive, help=f"stop after this many outcomes (default {DEFAULT_MAX}; --file: all)")
+    parser.add_argument("--max", type=positive_int, help=f"stop after this many outcomes (default {DEFAULT_MAX}; --file: all)")
     parser.add_argument("--wait", type=float, help=f"seconds to wait for the next outcome (default {DEFAULT_WAIT:g})")
     parser.add_argument("--peek", action="store_true", help="browse: leave the outcomes on the subscription")
     parser.add_argument("--follow", action="store_true", help="keep waiting for outcomes until interrupted (Ctrl-C)")

@@ -22,6 +22,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 _REFRESH_SECONDS = 0.1
 _PLAIN_STEPS = 10
 """Piped progress prints a line at every tenth of the total, and at the end."""
+_PLAIN_COUNT_STEP = 1000
+"""Piped progress of an unknown total (a listing) prints a line every this many items, and at the end."""
 
 
 def print_json(value: Any, stream: TextIO, *, indent: int | None = 2) -> None:
@@ -66,10 +68,14 @@ def _rich_table(headers: Sequence[str], cells: list[list[str]], stream: TextIO) 
 
 
 class Progress:
-    """Count, rate and ETA of a long task on stderr: rich's bar on a terminal, a plain line per tenth otherwise."""
+    """Count, rate and ETA of a long task on stderr: rich's bar on a terminal, a plain line per tenth otherwise.
 
-    def __init__(self, total: int, label: str, stream: TextIO, enabled: bool | None = None) -> None:
-        self.total = max(total, 0)
+    A total of None is a count without an end yet (a listing): its bar shows the count and rate, and piped
+    it prints a line every _PLAIN_COUNT_STEP items and one when closed.
+    """
+
+    def __init__(self, total: int | None, label: str, stream: TextIO, enabled: bool | None = None) -> None:
+        self.total = None if total is None else max(total, 0)
         self.done = 0
         self._label = clean(label)
         self._stream = stream
@@ -77,7 +83,8 @@ class Progress:
         self._drawn_at = 0.0
         self._step = 0
         terminal = _is_terminal(stream)
-        self.enabled = self.total >= PROGRESS_THRESHOLD and terminal if enabled is None else enabled
+        big = self.total is None or self.total >= PROGRESS_THRESHOLD
+        self.enabled = big and terminal if enabled is None else enabled
         self._bar: Any = None
         if self.enabled and terminal:
             self._bar, self._task = _rich_progress(self._label, self.total, stream)
@@ -90,9 +97,15 @@ class Progress:
         if self._bar is not None:
             self._bar.advance(self._task, count)
             now = time.monotonic()
-            if now - self._drawn_at >= _REFRESH_SECONDS or self.done >= self.total:
+            if now - self._drawn_at >= _REFRESH_SECONDS or (self.total is not None and self.done >= self.total):
                 self._drawn_at = now
                 self._bar.refresh()
+            return
+        if self.total is None:
+            step = self.done // _PLAIN_COUNT_STEP
+            if step > self._step:
+                self._step = step
+                self._plain_line()
             return
         step = _PLAIN_STEPS * self.done // max(self.total, 1)
         if step > self._step or self.done >= self.total:
@@ -102,8 +115,11 @@ class Progress:
     def close(self) -> None:
         """Draw the final state and end the bar's line."""
         if self._bar is not None:
+            self._bar.refresh()
             self._bar.stop()
             self._bar = None
+        elif self.enabled and self.total is None:
+            self._plain_line()
         self.enabled = False
 
     def __enter__(self) -> Progress:
@@ -115,13 +131,17 @@ class Progress:
     def _plain_line(self) -> None:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         rate = self.done / elapsed
+        if self.total is None:
+            self._stream.write(f"{self._label}: {self.done} ({rate:.1f}/s)\n")
+            self._stream.flush()
+            return
         left = max(self.total - self.done, 0)
         eta = f", ETA {left / rate:.0f} s" if left and rate else ""
         self._stream.write(f"{self._label}: {self.done}/{max(self.total, self.done)} ({rate:.1f}/s{eta})\n")
         self._stream.flush()
 
 
-def _rich_progress(label: str, total: int, stream: TextIO) -> tuple[Any, Any]:
+def _rich_progress(label: str, total: int | None, stream: TextIO) -> tuple[Any, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as RichProgress

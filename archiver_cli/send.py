@@ -17,6 +17,7 @@ from archiver_cli.context import CliError, Context, describe
 from archiver_cli.output import Progress, print_json, print_table
 from shared.errors import EventRejected
 from shared.events import check_allowed, parse_event
+from shared.messaging import envelope_message_id
 
 __all__ = ["SourcedEvent", "add_parser", "read_events", "run", "to_message"]
 
@@ -82,7 +83,7 @@ def to_message(event: Any) -> ServiceBusMessage:
     """The queue message of an event: its JSON, and a CloudEvents/Event Grid id as the message id."""
     return ServiceBusMessage(
         json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(),
-        message_id=_envelope_id(event) or str(uuid.uuid4()),
+        message_id=envelope_message_id(event) or str(uuid.uuid4()),
         content_type="application/json",
     )
 
@@ -159,15 +160,6 @@ def _skip_space(text: str, position: int) -> int:
 
 def _line(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
-
-
-def _envelope_id(event: Any) -> str | None:
-    """A CloudEvents or Event Grid id, so a re-sent event is a duplicate the queue drops."""
-    if not isinstance(event, dict):
-        return None
-    is_envelope = "specversion" in event or ("eventType" in event and "dataVersion" in event)
-    identifier = event.get("id")
-    return identifier if is_envelope and isinstance(identifier, str) and 0 < len(identifier) <= 128 else None
 
 
 def _send_all(ctx: Context, queue: str, messages: Sequence[ServiceBusMessage]) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, per_event
+from bench import backfill, cold_start, per_event
 from bench.clients import AppClient, BareClient, SdkClient, app_settings
 from bench.logs import host_logging
 from bench.report import machine, render_table, update_doc, write_json, write_plot
@@ -51,6 +51,9 @@ class Options:
     reuse_events: int = 2000
     reuse_workers: int = 16
     import_runs: int = 5
+    """Cold start: fresh imports of each; also the backfill anchor's process start-ups."""
+    backfill_runs: int = 10_000
+    """Backfill phase: seeded runs listed and enqueued (0 skips the phase)."""
 
 
 def _say(message: str) -> None:
@@ -113,6 +116,11 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
     load = measure_load(options)
     _say(f"cold start: {options.import_runs} fresh imports of each")
     cold = cold_start.compare(options.import_runs)
+    if options.backfill_runs:
+        _say(f"backfill: list and enqueue {options.backfill_runs:,} seeded runs; anchor: one process per run")
+        details_backfill = backfill.measure(options.backfill_runs, anchor_runs=options.import_runs)
+    else:
+        details_backfill = None
     app, bare, sdk = (rows[name]["median_us"] for name in ("app", "bare", "sdk"))
     results = {
         "per_event_us": {"bare": round(bare, 1), "app": round(app, 1), "sdk": round(sdk, 1)},
@@ -146,6 +154,7 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
         "reuse": load["reuse"],
         "import_runs": options.import_runs,
         "extra_modules": cold.extra_modules,
+        "backfill": details_backfill,
     }
     return results, details
 
@@ -179,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     if not update_doc(doc, table):
         _say(f"{doc} has no result markers; its table was not updated")
     print(table)
+    if details["backfill"] is not None:  # its own file and doc section: results.json keeps exactly RESULT_KEYS
+        backfill_path = results_path.with_name("backfill.json")
+        backfill_path.write_text(json.dumps(details["backfill"], indent=2) + "\n")
+        section = backfill.render_section(details["backfill"])
+        if not update_doc(doc, section, backfill.MARKERS):
+            _say(f"{doc} has no backfill markers; its backfill section was not updated")
+        print(section)
+        _say(f"wrote {backfill_path}")
     _say(f"wrote {results_path}, {plot} and {doc} in {time.perf_counter() - started:.0f} s")
     if not args.update_docs:
         _say("the docs were left as they are; `make bench UPDATE_DOCS=1` updates them")

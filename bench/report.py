@@ -159,14 +159,15 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_doc(path: Path, table: str) -> bool:
-    """Replace the text between the result markers of docs/performance.md; False when it has none."""
+def update_doc(path: Path, table: str, markers: tuple[str, str] = (BEGIN, END)) -> bool:
+    """Replace the text between the markers (the results') of docs/performance.md; False when it has none."""
+    begin, end = markers
     if not path.exists():
         return False
     text = path.read_text()
-    if BEGIN not in text or END not in text:
+    if begin not in text or end not in text:
         return False
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
     return True

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = [
     "--rounds", "1", "--events", "20", "--block", "10", "--warmup", "2", "--no-references",
     "--levels", "1,2", "--latency", "0.01", "--per-worker", "5", "--reuse-events", "20", "--reuse-workers", "2",
-    "--import-runs", "1",
+    "--import-runs", "1", "--backfill-runs", "300",
 ]
 
 
@@ -48,6 +48,8 @@ def test_a_tiny_benchmark_run_writes_results_with_exactly_the_required_keys(tmp_
     assert isinstance(results["peak_rss_mb"], float) and results["peak_rss_mb"] > 0
     assert isinstance(results["machine"], dict) and results["machine"]["python"]
 
+    backfill = json.loads((tmp_path / "backfill.json").read_text())  # its own file: results.json keeps RESULT_KEYS
+    assert backfill["runs"] == 300 and backfill["end_to_end_runs_per_s"] > 0 and backfill["anchor"]["process_s"] > 0
     assert plot.read_bytes().startswith(b"\x89PNG")
     text = doc.read_text()
     assert "PREVIOUS-TABLE" not in text and "| **(b) app**" in text and text.endswith(f"{END}\n\nafter\n")
