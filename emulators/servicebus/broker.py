@@ -11,6 +11,7 @@ UUID `bytes_le`. (https://learn.microsoft.com/azure/service-bus-messaging/servic
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import logging
 import queue
 import threading
@@ -29,6 +30,8 @@ from emulators.servicebus.store import EntityError, LockLost, MessageQueue, Name
 __all__ = ["Broker"]
 
 _LOG = logging.getLogger(__name__)
+# The proton reactor logs every event at DEBUG (dozens a second with the tick); keep that out of test logs.
+logging.getLogger("proton").setLevel(logging.INFO)
 _TICK_SECONDS = 0.02
 _CREDIT = 100
 # Standard tier's message size limit, which the client reads from the attach to size its batches.
@@ -67,6 +70,23 @@ def _text(value: Any) -> Any:
     return bytes(value).decode("utf-8", "replace") if isinstance(value, (bytes, memoryview)) else value
 
 
+def _guarded(handler: Callable[[Broker, Any], None]) -> Callable[[Broker, Any], None]:
+    """An exception in a handler would end the reactor for every client: close that one connection instead."""
+
+    def run(self: Broker, event: Any) -> None:
+        try:
+            handler(self, event)
+        except Exception as error:  # noqa: BLE001 - hostile or unexpected input must not stop the broker
+            _LOG.exception("Service Bus emulator: %s failed", handler.__name__)
+            connection = getattr(event, "connection", None)
+            if connection is not None:
+                connection.condition = Condition("amqp:internal-error", f"{type(error).__name__}: {error}")
+                connection.close()
+
+    run.__name__ = handler.__name__
+    return run
+
+
 class Broker(Handler):
     """The reactor handler: owns the namespace state; every method runs on the reactor thread."""
 
@@ -85,6 +105,7 @@ class Broker(Handler):
         self.container.selectable(self._injector)
         self._acceptor: Any = None
         self.startup_error: BaseException | None = None
+        self.operations: Counter[str] = Counter()
 
     # ---- thread hop -------------------------------------------------------------------------------
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
@@ -137,12 +158,16 @@ class Broker(Handler):
             self.ready.set()
         self.container.schedule(_TICK_SECONDS, self)
 
+    @_guarded
     def on_timer_task(self, event: Any) -> None:
-        if self.namespace.tick():
-            self.pump_all()
-        self.container.schedule(_TICK_SECONDS, self)
+        try:
+            if self.namespace.tick():
+                self.pump_all()
+        finally:
+            self.container.schedule(_TICK_SECONDS, self)
 
     # ---- endpoints --------------------------------------------------------------------------------
+    @_guarded
     def on_connection_remote_open(self, event: Any) -> None:
         connection = event.connection
         connection.sb_id = next(self._ids)
@@ -150,24 +175,30 @@ class Broker(Handler):
         self.connections[connection.sb_id] = connection
         connection.open()
 
+    @_guarded
     def on_connection_remote_close(self, event: Any) -> None:
         event.connection.close()
 
+    @_guarded
     def on_transport_closed(self, event: Any) -> None:
         connection = event.connection
         if connection is not None and "sb_id" in connection._attrs:
             self.connections.pop(connection.sb_id, None)
 
+    @_guarded
     def on_session_remote_open(self, event: Any) -> None:
         event.session.open()
 
+    @_guarded
     def on_session_remote_close(self, event: Any) -> None:
         event.session.close()
 
+    @_guarded
     def on_link_remote_close(self, event: Any) -> None:
         event.link.close()
 
     def _refuse(self, link: Link, condition: str, description: str) -> None:
+        link.sb_refused = True
         link.condition = Condition(condition, description)
         link.open()
         link.close()
@@ -175,12 +206,11 @@ class Broker(Handler):
     def _authorized(self, link: Link, path: str) -> bool:
         return any(cbs.covers(granted, path) for granted in link.connection.sb_grants)
 
+    @_guarded
     def on_link_remote_open(self, event: Any) -> None:
         link: Link = event.link
         address = link.remote_source.address if link.is_sender else link.remote_target.address
         path = entity_path(address)
-        link.source.copy(link.remote_source)
-        link.target.copy(link.remote_target)
         link.snd_settle_mode = link.remote_snd_settle_mode
         link.rcv_settle_mode = link.remote_rcv_settle_mode
         link.sb_path = path
@@ -191,6 +221,9 @@ class Broker(Handler):
                 return self._refuse(link, "amqp:not-found", f"The messaging entity '{base}' could not be found.")
             if not self._authorized(link, base):
                 return self._refuse(link, "amqp:unauthorized-access", f"Unauthorized access to '{base}': no put-token for it.")
+        # Only an accepted attach echoes the terminus: a refusing attach carries a null one (AMQP 1.0 §2.6.3).
+        link.source.copy(link.remote_source)
+        link.target.copy(link.remote_target)
         if link.sb_kind == "entity" and link.is_sender:
             link.sb_queue = self.namespace.receiver(base)
             link.sb_peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
@@ -205,12 +238,14 @@ class Broker(Handler):
         return path.lower() in table
 
     # ---- deliveries -------------------------------------------------------------------------------
+    @_guarded
     def on_link_flow(self, event: Any) -> None:
         link = event.link
         if link.is_sender:
             _flush(link)
             self.pump(link)
 
+    @_guarded
     def on_delivery(self, event: Any) -> None:
         delivery: Delivery = event.delivery
         link = delivery.link
@@ -223,7 +258,7 @@ class Broker(Handler):
     def _incoming(self, link: Link, delivery: Delivery) -> None:
         data = link.recv(delivery.pending) or b""
         link.advance()
-        if delivery.aborted:
+        if delivery.aborted or "sb_refused" in link._attrs or "sb_kind" not in link._attrs:
             delivery.settle()
             return
         if link.credit < _CREDIT // 2:
@@ -271,6 +306,7 @@ class Broker(Handler):
         request = Message()
         request.decode(data)
         props = request.properties or {}
+        self.operations[f"$cbs:{_text(props.get('operation'))}:{_text(props.get('type'))}"] += 1
         if props.get("operation") != "put-token":
             status, description = 400, "Only put-token is supported on $cbs."
         elif self.faults.take_cbs_refusal():
@@ -291,6 +327,7 @@ class Broker(Handler):
         request.decode(data)
         base = management_base(link.sb_path) or link.sb_path
         operation = _text((request.properties or {}).get("operation"))
+        self.operations[str(operation)] += 1
         answer = management.handle(self.namespace, base, operation, request.body)
         target = self._reply_link(link, request.reply_to)
         if target is not None:

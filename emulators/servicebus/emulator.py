@@ -133,6 +133,10 @@ class ServiceBusEmulator:
 
         return self._broker.call(count)
 
+    def operations(self) -> dict[str, int]:
+        """Requests served so far: management operations by name, put-tokens as `$cbs:put-token:<type>`."""
+        return self._broker.call(lambda: dict(self._broker.operations))
+
     # ---- faults ------------------------------------------------------------------------------------
     def refuse_cbs(self, times: int = 1) -> None:
         """Answer the next `times` put-token requests with 401."""

@@ -59,7 +59,9 @@ def _value(section: bytes) -> Any:
     data.decode(section)
     data.rewind()
     data.next()
-    return data.get_object().value
+    value = data.get_object().value
+    # proton hands binaries out as views into its own buffer, which dies with `data`.
+    return bytes(value) if isinstance(value, memoryview) else value
 
 
 def split_batch(encoded: bytes) -> list[bytes] | None:
