@@ -65,6 +65,7 @@ def _summary(settings: dict[str, str], servicebus: ServiceBusEmulator, host: Fun
 
 
 def _instructions(summary: dict[str, Any], settings_path: str) -> str:
+    """How to reach each part, with commands to paste."""
     subscription, group, registry, run = SEED_RUN
     event = json.dumps({"subscriptionId": subscription, "resourceGroupName": group, "registryName": registry,
                         "runId": run, "isArchiveEnabled": True})
@@ -81,8 +82,9 @@ def _instructions(summary: dict[str, Any], settings_path: str) -> str:
         f"  curl -H \"x-functions-key: {summary['functionKey']}\" -H 'Content-Type: application/json' "
         f"{summary['functions']}/api/archive-events -d '{event}'",
         f"  curl {summary['functions']}/api/health",
-        f"  acr-archiver --settings {settings_path} send --run-id {run} --archive",
-        f"  acr-archiver --settings {settings_path} outcomes",
+        f"  acr-archiver --settings {settings_path} send '{{\"runId\": \"{run}\", \"isArchiveEnabled\": true}}'",
+        f"  acr-archiver --settings {settings_path} outcomes --subscription all-outcomes",
+        "  (acr-archiver is `pip install -e .[cli]`; `python -m archiver_cli` is the same command)",
     ])
 
 
@@ -118,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host = running.enter_context(FunctionsHost(app, settings, host_json=args.host_json, key=args.function_key,
                                                    port=ports["functions"]))
         summary = _summary(settings, servicebus, host, arm, identity)
-        print(json.dumps(summary) if args.json else _instructions(summary, args.settings), flush=True)
+        shown = os.path.relpath(args.settings) if Path(args.settings).resolve().is_relative_to(Path.cwd()) else args.settings
+        print(json.dumps(summary) if args.json else _instructions(summary, shown), flush=True)
         stop.wait()
     return 0
 

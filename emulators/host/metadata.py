@@ -76,7 +76,9 @@ def trigger_metadata(message: ServiceBusReceivedMessage) -> dict[str, Datum]:
         "MessageId": message.message_id,
         "CorrelationId": message.correlation_id,
         "ContentType": message.content_type,
-        "DeliveryCount": message.delivery_count,
+        # AMQP's header counts *prior* attempts (0 on the first delivery); the host's .NET client reports
+        # deliveries, header + 1, so a function sees 1 first (Azure.Messaging.ServiceBus AmqpMessageConverter).
+        "DeliveryCount": (message.delivery_count or 0) + 1,
         "SequenceNumber": message.sequence_number,
         "EnqueuedSequenceNumber": message.enqueued_sequence_number,
         "EnqueuedTimeUtc": message.enqueued_time_utc,
