@@ -15,16 +15,17 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from emulators.arm import SEED_RUN, ArmEmulator
 from emulators.host import FunctionsHost, load_app
 from emulators.identity import IdentityEmulator
 from emulators.servicebus import ServiceBusEmulator
 
-__all__ = ["DEFAULT_PORTS", "main", "stack_settings"]
+__all__ = ["DEFAULT_PORTS", "main", "read_values", "stack_settings"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORTS = {"arm": 8089, "identity": 8090, "servicebus": 5672, "functions": 7071}
@@ -79,8 +80,8 @@ def _instructions(summary: dict[str, Any], settings_path: str) -> str:
         f"  functions stand-in  {summary['functions']}/api   function key: {summary['functionKey']}",
         "",
         "Try:",
-        f"  curl -H \"x-functions-key: {summary['functionKey']}\" -H 'Content-Type: application/json' "
-        f"{summary['functions']}/api/archive-events -d '{event}'",
+        (f"  curl -H \"x-functions-key: {summary['functionKey']}\" -H 'Content-Type: application/json' "
+         f"{summary['functions']}/api/archive-events -d '{event}'"),
         f"  curl {summary['functions']}/api/health",
         f"  acr-archiver --settings {settings_path} send '{{\"runId\": \"{run}\", \"isArchiveEnabled\": true}}'",
         f"  acr-archiver --settings {settings_path} outcomes --subscription all-outcomes",

@@ -87,8 +87,16 @@ class Recorder:
             return list(self.seen)
 
 
-def test_queue_input_is_built_by_azure_functions_own_converter(broker: ServiceBusEmulator) -> None:
-    """The function gets azure-functions' ServiceBusMessage with the message's id, properties and broker metadata."""
+def test_queue_input_is_built_by_azure_functions_own_converter(broker: ServiceBusEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The function gets azure-functions' ServiceBusMessage, made by its converter, with the message's properties."""
+    converter = azure.functions.servicebus.ServiceBusMessageInConverter
+    decode, decoded = converter.decode.__func__, []  # type: ignore[attr-defined]
+
+    def spy(cls: type, data: Any, *, trigger_metadata: Any) -> Any:
+        decoded.append(trigger_metadata)
+        return decode(cls, data, trigger_metadata=trigger_metadata)
+
+    monkeypatch.setattr(converter, "decode", classmethod(spy))
     recorder = Recorder()
     properties = {"source": "test", "count": 7, "flag": True, "ratio": 0.5}
     with FunctionsHost(queue_app(recorder.add), settings_for(broker), port=0):
@@ -96,7 +104,7 @@ def test_queue_input_is_built_by_azure_functions_own_converter(broker: ServiceBu
                                               content_type="application/json", application_properties=properties))
         (msg,) = recorder.wait_for(1)
 
-    assert type(msg) is azure.functions.servicebus.ServiceBusMessage
+    assert type(msg) is azure.functions.servicebus.ServiceBusMessage and len(decoded) == 1
     assert msg.get_body() == b'{"a": 1}'
     assert (msg.message_id, msg.correlation_id, msg.content_type, msg.subject, msg.label) == ("m-1", "c-1", "application/json",
                                                                                               "Greeting", "Greeting")

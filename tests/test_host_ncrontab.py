@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from emulators.host.ncrontab import Schedule, ScheduleError
 
-UTC = timezone.utc
 T0 = datetime(2026, 12, 1, 9, 7, 30, 250000, tzinfo=UTC)  # a Tuesday
 
 

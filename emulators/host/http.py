@@ -99,7 +99,7 @@ class HttpFrontend(LoopbackServer):
             return
         try:
             response = route.function.call(**{route.function.trigger["name"]: _request(exchange, params)})
-        except Exception as exc:  # the host answers 500 for an unhandled exception, without its text
+        except Exception as exc:  # noqa: BLE001 - the host answers 500 for an unhandled exception, without its text
             log.error("function %s raised %s", route.function.name, type(exc).__name__)
             exchange.reply(500)
             return

@@ -74,7 +74,7 @@ class _ReceiveThreadCalls:
                 return
             try:
                 answer.set_result(self._receiver.renew_message_lock(message))
-            except BaseException as exc:  # handed back to the renewer, which reports it
+            except BaseException as exc:  # noqa: BLE001 - handed back to the renewer, which reports it
                 answer.set_exception(exc)
 
     def refuse_pending(self) -> None:
@@ -127,7 +127,7 @@ class QueueListener:
     def _invoke(self, message: ServiceBusReceivedMessage) -> None:
         try:
             self.function.call(**{self.function.trigger["name"]: decode_message(message)})
-        except BaseException as exc:  # the host abandons on any failure of the invocation
+        except BaseException as exc:  # noqa: BLE001 - the host abandons on any failure of the invocation
             log.warning("function %s failed for message %s: %s", self.function.name, message.message_id, type(exc).__name__)
             self._finished.put((message, exc))
         else:
@@ -161,7 +161,7 @@ class QueueListener:
                     self._loop(receiver, calls)
                 finally:
                     calls.refuse_pending()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - kept for start() to raise, and logged
             self.error = exc
             log.error("queue listener %s stopped: %s", self.function.name, type(exc).__name__)
         finally:
