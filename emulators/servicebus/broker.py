@@ -19,7 +19,7 @@ import uuid
 from concurrent.futures import Future
 from typing import Any, Callable, TypeVar
 
-from proton import Condition, Delivery, Endpoint, Link, Message
+from proton import Condition, Delivery, Endpoint, Link, Message, symbol
 from proton import Handler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
@@ -66,6 +66,11 @@ def _links(connection: Any, predicate: Callable[[Link], bool]) -> list[Link]:
     return found
 
 
+def _error(condition: str, description: str) -> Condition:
+    """An error as the service sends it: with an info map, which the Python client indexes unconditionally."""
+    return Condition(condition, description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
+
+
 def _text(value: Any) -> Any:
     return bytes(value).decode("utf-8", "replace") if isinstance(value, (bytes, memoryview)) else value
 
@@ -80,7 +85,7 @@ def _guarded(handler: Callable[[Broker, Any], None]) -> Callable[[Broker, Any], 
             _LOG.exception("Service Bus emulator: %s failed", handler.__name__)
             connection = getattr(event, "connection", None)
             if connection is not None:
-                connection.condition = Condition("amqp:internal-error", f"{type(error).__name__}: {error}")
+                connection.condition = _error("amqp:internal-error", f"{type(error).__name__}: {error}")
                 connection.close()
 
     run.__name__ = handler.__name__
@@ -199,7 +204,8 @@ class Broker(Handler):
 
     def _refuse(self, link: Link, condition: str, description: str) -> None:
         link.sb_refused = True
-        link.condition = Condition(condition, description)
+        _LOG.info("Service Bus emulator refused a link to %r: %s", link.sb_path, condition)
+        link.condition = _error(condition, description)
         link.open()
         link.close()
 
@@ -276,7 +282,7 @@ class Broker(Handler):
     def _send(self, link: Link, delivery: Delivery, data: bytes) -> None:
         rejection = self.faults.take_send_rejection()
         if rejection is not None:
-            delivery.local.condition = Condition(rejection.condition, rejection.description)
+            delivery.local.condition = _error(rejection.condition, rejection.description)
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return
@@ -286,7 +292,7 @@ class Broker(Handler):
             for encoded in wire.split_batch(data) or [data]:
                 sender.send(encoded, now)
         except ValueError as error:
-            delivery.local.condition = Condition("amqp:decode-error", str(error))
+            delivery.local.condition = _error("amqp:decode-error", str(error))
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return
@@ -320,7 +326,8 @@ class Broker(Handler):
                 status, description = 401, str(refused)
         target = self._reply_link(link, request.reply_to)
         if target is not None:
-            _reply(target, Message(correlation_id=request.id, properties={"status-code": status, "status-description": description}))
+            answer = {"status-code": status, "status-description": description}
+            _reply(target, Message(correlation_id=request.id, properties=answer))
 
     def _management(self, link: Link, data: bytes) -> None:
         request = Message()
@@ -388,7 +395,7 @@ class Broker(Handler):
             if state:
                 delivery.update(state)
         except (LockLost, EntityError) as error:
-            delivery.local.condition = Condition(error.condition, error.description)
+            delivery.local.condition = _error(error.condition, error.description)
             delivery.update(Delivery.REJECTED)
         delivery.settle()
         self.pump_all()
@@ -401,7 +408,7 @@ class Broker(Handler):
             for link in _links(connection, lambda l: "sb_kind" in l._attrs and l.sb_kind != "cbs"):
                 base = management_base(link.sb_path) or link.sb_path
                 if path is None or base.lower() == path.lower():
-                    link.condition = Condition(condition, description)
+                    link.condition = _error(condition, description)
                     link.close()
                     count += 1
         return count
@@ -411,7 +418,7 @@ class Broker(Handler):
         dropped = list(self.connections.values())
         for connection in dropped:
             if graceful:
-                connection.condition = Condition("amqp:connection:forced", "The emulator closed the connection.")
+                connection.condition = _error("amqp:connection:forced", "The emulator closed the connection.")
                 connection.close()
             else:
                 transport = connection.transport

@@ -2,7 +2,9 @@
 
 A SAS token (`type` `servicebus.windows.net:sastoken`) is verified as Service Bus does: the key name must be
 the emulator's, `se` in the future, and `sig` the HMAC-SHA256 of `quote_plus(sr) + "\\n" + se` under the key.
-A bearer token (`type` `jwt`) is accepted when non-empty (no issuer to verify against locally). Either grants
+Any token of the SAS form is verified so, whatever its declared type (azure-servicebus 7.x puts SAS tokens
+with type `jwt`). Another bearer token (`type` `jwt`) is accepted when non-empty (no issuer to verify against
+locally). Either grants
 the path of the put-token `name` (the audience), which covers that entity and everything below it.
 (https://learn.microsoft.com/azure/service-bus-messaging/service-bus-sas,
 https://learn.microsoft.com/azure/service-bus-messaging/service-bus-amqp-protocol-guide#claims-based-authorization)
@@ -70,7 +72,8 @@ def authorize(token: object, token_type: object, audience: object, keys: Keys, n
     if not isinstance(token, str) or not token:
         raise CbsRefused("put-token needs a non-empty token.")
     granted = entity_path(audience)
-    if token_type == SAS_TYPE:
+    # The Python client puts SAS tokens with type `jwt` too, so the token's own form decides how it is checked.
+    if token_type == SAS_TYPE or token.startswith("SharedAccessSignature "):
         signed = _verify_sas(token, keys, time.time() if now is None else now)
         if not covers(signed, granted):
             raise CbsRefused("The SAS token was signed for another resource.")
