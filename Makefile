@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test soak bench bench-limit clean
+.PHONY: demo run test soak bench bench-limit clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-cli.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
@@ -14,6 +14,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	$(PY) -m scripts.demo
 	$(PY) -m scripts.demo_backfill
+
+run: $(STAMP)  # ARM 8089, identity 8090, Service Bus 5672, functions stand-in 7071; Ctrl-C stops it
+	$(PY) -m emulators.stack
 
 test: $(STAMP)
 	$(PY) -m pytest
