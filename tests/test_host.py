@@ -149,6 +149,23 @@ def test_a_return_completes_the_message(broker: ServiceBusEmulator) -> None:
     assert broker.messages(QUEUE) == [] and settlement.abandoned == 0
 
 
+def test_a_busy_queue_is_drained_without_waiting_for_a_lock_to_expire(broker: ServiceBusEmulator) -> None:
+    """300 messages, 16 at a time: each is completed once and none is redelivered after its 30 s lock expired.
+
+    The client releases a message that arrives between its receive calls with an already-settled
+    disposition; a broker that ignored such a release left the message locked until its lock expired,
+    so it came back with a delivery count of 2 (the emulator fix: an outcome settled by the client applies).
+    """
+    recorder = Recorder()
+    with FunctionsHost(queue_app(recorder.add), settings_for(broker), port=0) as host:
+        send(broker, QUEUE, *(ServiceBusMessage(b"{}", message_id=f"busy-{n}") for n in range(300)))
+        settlement = host.listeners["on_work"].settlement
+        assert settlement.wait_for(lambda s: s.completed == 300, 4 * WAIT)
+
+    assert sorted(m.message_id for m in recorder.seen) == sorted(f"busy-{n}" for n in range(300))
+    assert {m.delivery_count for m in recorder.seen} == {1}
+
+
 def test_invocations_run_concurrently_up_to_max_concurrent_calls(broker: ServiceBusEmulator) -> None:
     """With maxConcurrentCalls 2, two invocations run at once and never a third."""
     running, peak, lock = 0, 0, threading.Lock()

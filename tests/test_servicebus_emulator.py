@@ -589,3 +589,5 @@ def test_idle_connection_drop_is_survived_by_the_next_send(sb: Driver, emulator:
     finally:
         sb.run(sender.close())
     assert [m["message_id"] for m in emulator.messages(QUEUE)] == ["one", "two"]
+
+

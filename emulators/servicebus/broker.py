@@ -370,7 +370,9 @@ class Broker(Handler):
 
     def _outcome(self, link: Link, delivery: Delivery) -> None:
         """Apply the client's disposition on a delivered message and answer with the outcome applied."""
-        if "sb_lock" not in delivery._attrs or delivery.settled:
+        # proton's `settled` is the REMOTE flag: a client may send its outcome already settled (the SDK
+        # releases messages that arrive outside a receive call that way), and that outcome must still apply.
+        if "sb_lock" not in delivery._attrs or "sb_done" in delivery._attrs:
             return
         source, token = delivery.sb_lock
         state = delivery.remote_state
@@ -397,6 +399,7 @@ class Broker(Handler):
         except (LockLost, EntityError) as error:
             delivery.local.condition = _error(error.condition, error.description)
             delivery.update(Delivery.REJECTED)
+        delivery.sb_done = True
         delivery.settle()
         self.pump_all()
 
