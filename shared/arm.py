@@ -49,8 +49,8 @@ the ArmClient when one of them changes."""
 MAX_PAGES = 1000
 """A listing longer than this is ARM misbehaving: it ends as UnsafeLink rather than running forever."""
 _REGISTRY_PATH = re.compile(
+    # Resource group names may hold Unicode letters and digits (contract §2); the path is percent-encoded below.
     r"/subscriptions/[0-9A-Fa-f-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.ContainerRegistry/registries/[A-Za-z0-9]{5,50}",
-    re.ASCII,
 )
 _TRANSPORT_FAILURES: tuple[tuple[type[Exception], str], ...] = (
     (requests.Timeout, "timed out"),
@@ -140,7 +140,8 @@ class ArmClient:
         """
         if not _REGISTRY_PATH.fullmatch(registry_path):
             raise ValueError("registry_path is not a registry resource path")
-        url = self._settings.arm_endpoint + registry_path + "/runs" + self._query
+        path = "/".join(quote(segment, safe="") for segment in registry_path.split("/"))
+        url = self._settings.arm_endpoint + path + "/runs" + self._query
         if filter:
             url += "&$filter=" + quote(filter, safe="")
         if top is not None:

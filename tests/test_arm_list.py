@@ -119,3 +119,12 @@ def test_a_registry_path_outside_the_strict_form_is_refused(fake_time: FakeTime,
     with pytest.raises(ValueError):
         next(client.list_runs(path))
     assert transport.requests == []
+
+
+def test_a_resource_group_with_unicode_letters_is_listed_percent_encoded(fake_time: FakeTime) -> None:
+    """Resource group names may hold Unicode letters (contract §2): the path is sent percent-encoded, parentheses too."""
+    path = REGISTRY_PATH.replace(GROUP, "grüne-(gruppe)")
+    client, transport = _client(lambda request: Reply(200, {"value": []}), fake_time)
+    assert list(client.list_runs(path)) == [[]]
+    assert urlsplit(str(transport.requests[0].url)).path.endswith("/resourceGroups/gr%C3%BCne-%28gruppe%29/providers/"
+                                                                  f"Microsoft.ContainerRegistry/registries/{REGISTRY}/runs")
