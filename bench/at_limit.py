@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -362,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bucket", type=int, default=defaults.bucket)
     parser.add_argument("--refill", type=float, default=defaults.refill)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--output", type=Path, default=Path(tempfile.gettempdir()) / "acr-archiver-at-limit.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "out" / "at_limit.json", help="the JSON (git-ignored default)")
     parser.add_argument("--update-docs", action="store_true",
                         help="write bench/at_limit.json and docs/at_limit.png (in git) instead")
     parser.add_argument("--plot", type=Path, default=None, help="also draw the plot here")
@@ -381,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(run_variant(variant, config, ep.arm, base_env))
             print(_row(rows[-1]), flush=True)
     output = ROOT / "bench" / "at_limit.json" if args.update_docs else args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(dump({**config.__dict__, "ideal_seconds": config.ideal_seconds}, rows))
     drawing = ROOT / "docs" / "at_limit.png" if args.update_docs else args.plot
     if drawing is not None:
