@@ -198,13 +198,13 @@ class Archiver:
     def _pages(self, registry_id: str, filter: str) -> Iterator[list[dict[str, Any]]]:
         """Runs - List page by page; a registry path the ARM client refuses is a final PolicyFailed, never an escaping ValueError.
 
-        Resource group names may hold non-ASCII letters (the settings and events accept them); the list
-        client takes ASCII paths only, so such a registry cannot be listed yet.
+        Events and settings validate registries by the same rules as the list client, so this is a guard,
+        not a path taken: no URL is built from a path the client has not checked (contract §7).
         """
         try:
             yield from self.arm.list_runs(registry_id, filter)
         except ValueError:
-            message = "the ARM client cannot list this registry's path (non-ASCII resource group)"
+            message = "the ARM client refused this registry's path"
             raise ArmError(message, code="PolicyFailed", status=None) from None
 
     def _deliver(self, messages: Sequence[QueueMessage]) -> int:

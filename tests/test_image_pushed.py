@@ -273,18 +273,15 @@ def test_on_the_last_delivery_every_runs_outcome_is_published_then_it_dead_lette
     assert (outcomes[bad]["outcome"], outcomes[bad]["error"]["retryable"]) == ("failed", True)
 
 
-def test_a_registry_the_list_client_cannot_path_fails_without_raising(
+def test_a_resource_group_of_non_ascii_letters_is_listed_percent_encoded(
     functions: Any, arm: ArmEmulator, outcome_file: Path
 ) -> None:
-    """A resource group of non-ASCII letters (valid in Azure): one failed, final outcome, the message completed."""
+    """A resource group of non-ASCII letters (valid in Azure) is listed under its percent-encoded path: no run, NoMatchingRun."""
     topic = f"/subscriptions/{SUB}/resourceGroups/gruppé/providers/Microsoft.ContainerRegistry/registries/{REGISTRY}"
     assert functions["archive_queue"](queue_message(event_grid("app", "sha256:ab", topic=topic))) is None
     (record,) = read_outcomes(outcome_file)
-    assert (record["body"]["outcome"], record["body"]["error"]["code"], record["body"]["error"]["retryable"]) == (
-        "failed",
-        "PolicyFailed",
-        False,
-    )
+    assert (record["body"]["outcome"], record["body"]["error"]["code"]) == ("rejected", "NoMatchingRun")
+    assert arm.stats()["lists"] == 1
 
 
 # -- hostile pushes -------------------------------------------------------------------------------
