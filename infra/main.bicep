@@ -69,7 +69,7 @@ param grantOperatorRunsWrite bool = false
 @description('Resource id of an action group that the alerts notify; empty: they fire in the portal only.')
 param actionGroupId string = ''
 
-@description('ARCHIVE_POLICIES (contract §8): a JSON array of archive policies; empty: no policy sweeps.')
+@description('ARCHIVE_POLICIES (contract §8): a JSON array of archive policies; empty (the default): no policy sweeps. Example: [{"name":"release-builds","registry":"<subscriptionId>/<resourceGroup>/<registry>","filter":"TaskName eq \'release\' and Status eq \'Succeeded\'"}]')
 param archivePolicies string = ''
 
 @description('ARCHIVE_POLICY_SCHEDULE: NCRONTAB schedule of the policy sweep timer.')

@@ -76,7 +76,7 @@ def _demo(outcome_file: Path) -> int:
     if missing or len(records) != len(settled):
         print(f"demo FAILED: outcomes missing ({', '.join(sorted(missing)) or 'count'})", file=sys.stderr)
         return 1
-    return 0
+    return demo_discovery()
 
 
 def _resource_id(run_id: str) -> str:
@@ -147,6 +147,54 @@ def _line(record: dict[str, Any]) -> str:
         detail = f"provisioningState={properties.get('provisioningState')} status={properties.get('status')} isArchiveEnabled={properties.get('isArchiveEnabled')}"
     status = record["application_properties"].get("httpStatus", "-")
     return f"{body['outcome']:<9} {record['subject']:<24} {where:<48} {body['attempts']:>5} {status!s:>4}  {detail[:100]}"
+
+
+def demo_discovery() -> int:
+    """Discovery (contract §8): a policy sweep of a seeded registry over several pages, then an ImagePushed event.
+
+    Self-contained: its own emulators, settings and outcome file. Under OUTCOME_FILE the sweep processes
+    the runs it lists itself (`source: "policy"`); with Service Bus it would enqueue them instead.
+    """
+    from azure.functions import meta
+    from azure.functions.timer import TimerRequestConverter
+
+    registry = "platformRegistry"
+    registry_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{registry}"
+    outcome_file = Path(tempfile.mkdtemp(prefix="acr-archiver-discovery-")) / "outcomes.jsonl"
+    policy = {"name": "release-builds", "registry": f"{SUBSCRIPTION}/{GROUP}/{registry}", "filter": "TaskName eq 'release' and Status eq 'Succeeded'"}
+    with IdentityEmulator() as identity, ArmEmulator(token_validator=identity.is_valid, page_size=10) as arm:
+        runs = arm.seed_registry(SUBSCRIPTION, GROUP, registry, 400, seed=2)
+        os.environ.update(identity.environ())
+        env = {
+            **identity.environ(), "ARM_ENDPOINT": arm.url, "ARCHIVE_QUEUE_NAME": "acr-archive-events", "OUTCOME_FILE": str(outcome_file),
+            "ARCHIVE_POLICIES": json.dumps([policy]), "ARCHIVE_POLICY_SCHEDULE": "0 */15 * * * *",
+        }
+        app = build_app(env)
+        functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
+        print(f"\n-- discovery: policy {policy['name']!r} on {registry} (400 seeded runs, ARM pages of 10) --")
+        timer = TimerRequestConverter.decode(meta.Datum(json.dumps({"IsPastDue": False}), "json"), trigger_metadata={})
+        functions["archive_policy_timer"](timer)
+        records = [json.loads(line) for line in outcome_file.read_text().splitlines()]
+        summary = records[-1]["body"]
+        print(f"timer sweep  $filter={summary['filter']}")
+        print(f"             {summary['outcome']}: {summary['pages']} pages, matched {summary['matched']}, archived "
+              f"{sum(r['body']['outcome'] == 'succeeded' for r in records[:-1])} (outcomes source={records[0]['body']['source'] if records[:-1] else '-'})")
+        pusher = next(r for r in runs if r["properties"].get("outputImages") and r["properties"].get("task") != "release")
+        image = pusher["properties"]["outputImages"][0]
+        push = {
+            "id": str(uuid.uuid4()), "topic": registry_id, "subject": f"{image['repository']}:{image['tag']}",
+            "eventType": "Microsoft.ContainerRegistry.ImagePushed", "eventTime": "2026-12-01T10:00:00Z", "dataVersion": "1.0",
+            "data": {"action": "push", "target": {"repository": image["repository"], "digest": image["digest"], "tag": image["tag"]}},
+        }
+        response = functions["archive_events"](_request("POST", "archive-events", [push], {}))
+        outcomes = json.loads(response.get_body())["outcomes"]
+        print(f"ImagePushed  {image['repository']}@{image['digest'][:19]}... -> HTTP {response.status_code}, "
+              + ", ".join(f"{o['outcome']} run {o['request']['runId'] if o['request'] else '-'}" for o in outcomes))
+        archived = arm.get_run(SUBSCRIPTION, GROUP, registry, pusher["name"])["properties"]["isArchiveEnabled"]
+        app.close()
+    ok = summary["outcome"] == "succeeded" and summary["pages"] > 1 and summary["matched"] > 0 and archived is True
+    print(f"discovery {'ok' if ok else 'FAILED'}: sweep {summary['outcome']}, pushed run {pusher['name']} isArchiveEnabled={archived}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import azure.functions as func
 
 from shared.functions.http import http_blueprint
 from shared.functions.queue import queue_blueprint
+from shared.functions.timer import has_schedule, timer_blueprint
 from shared.runtime import Runtime
 
 __all__ = ["ArchiverApp", "build_app"]
@@ -36,4 +37,6 @@ def build_app(env: Mapping[str, str], **factories: Any) -> ArchiverApp:
     app = ArchiverApp(Runtime(env, **factories))
     app.register_blueprint(queue_blueprint(app.runtime))
     app.register_blueprint(http_blueprint(app.runtime))
+    if has_schedule(env):  # the host cannot index a timer whose %ARCHIVE_POLICY_SCHEDULE% does not resolve
+        app.register_blueprint(timer_blueprint(app.runtime))
     return app

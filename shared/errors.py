@@ -4,7 +4,8 @@
     ├── ConfigurationError        a setting is missing or malformed (names it, never its value)
     ├── EventRejected             the event is refused before ARM is called (outcome "rejected")
     │   ├── InvalidEvent          a field breaks a rule of the contract (names the field)
-    │   └── RegistryNotAllowed    the registry is not in ALLOWED_REGISTRIES
+    │   ├── RegistryNotAllowed    the registry is not in ALLOWED_REGISTRIES
+    │   └── NoMatchingRun         an ImagePushed event's image was produced by no run ARM lists
     ├── TokenUnavailable          managed identity gave no token (transient)
     ├── ArmError                  ARM answered, or could not be reached (keeps status, code, request id)
     │   ├── ArmUnavailable        connection error, timeout or unreadable answer (transient)
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidEvent",
     "LroFailed",
     "LroTimeout",
+    "NoMatchingRun",
     "PublishFailed",
     "RegistryNotAllowed",
     "TokenUnavailable",
@@ -85,6 +87,13 @@ class RegistryNotAllowed(EventRejected):
 
     code = "RegistryNotAllowed"
     http_status = 403
+
+
+class NoMatchingRun(EventRejected):
+    """ARM lists no run of the registry whose output images hold the pushed image (contract §2 shape 4)."""
+
+    code = "NoMatchingRun"
+    http_status = 404
 
 
 class TokenUnavailable(ArchiverError):

@@ -1,4 +1,8 @@
-"""Archive-change events (contract §2): parse any accepted shape into one validated ArchiveRequest."""
+"""Archive-change events (contract §2): parse any accepted shape into a validated ArchiveRequest or ImagePush.
+
+Shapes 1-3 name one run (ArchiveRequest). Shape 4, ACR's ImagePushed event, names an image; the runs
+that produced it are found by listing (shared.discovery), each then archived as an ArchiveRequest.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from urllib.parse import quote
 
 from shared.errors import InvalidEvent, RegistryNotAllowed
 from shared.jsontext import UnreadableJson, loads
-from shared.messaging import envelope_of, is_validation_event
+from shared.messaging import ACR_EVENT_PREFIX, IMAGE_PUSHED, envelope_of, event_type_of, is_validation_event
 from shared.settings import GUID, REGISTRY, RESOURCE_GROUP, Settings
 
-__all__ = ["ArchiveRequest", "check_allowed", "decode_json", "is_validation_event", "parse_event"]
+__all__ = ["ArchiveRequest", "ImagePush", "check_allowed", "decode_json", "is_validation_event", "parse_event", "request_for_run"]
 
 RUN_ID = re.compile(r"^[A-Za-z0-9\-_.]{1,128}$")
 RUN_RESOURCE_ID = re.compile(
@@ -21,6 +25,18 @@ RUN_RESOURCE_ID = re.compile(
     r"/providers/Microsoft\.ContainerRegistry/registries/(?P<registryName>[^/]*)/runs/(?P<runId>[^/]*)$",
     re.IGNORECASE | re.ASCII,  # case-insensitive as ARM ids are, but only for ASCII letters
 )
+REGISTRY_RESOURCE_ID = re.compile(
+    r"^/subscriptions/(?P<subscriptionId>[^/]*)/resourceGroups/(?P<resourceGroupName>[^/]*)"
+    r"/providers/Microsoft\.ContainerRegistry/registries/(?P<registryName>[^/]*)$",
+    re.IGNORECASE | re.ASCII,
+)
+IMAGE_TEXT_LIMIT = 256
+"""Characters of a repository name or digest: OCI allows 255 for a name; anything longer is not an image."""
+REPOSITORY = re.compile(r"^[^\x00-\x20\x7f-\x9f\u2028\u2029\ud800-\udfff@,]{1,256}$")
+"""Printable, no blanks, no `@` or `,` (they separate a manifest's repository from its digest, and manifests in a listing)."""
+DIGEST = re.compile(r"^[A-Za-z0-9]+(?:[.+_-][A-Za-z0-9]+)*:[A-Za-z0-9=_-]{1,200}$", re.ASCII)
+"""OCI image-spec digest grammar: `algorithm:encoded`, e.g. sha256:<64 hex>."""
+_SAFE_TYPE = re.compile(r"^[A-Za-z0-9.]{1,100}$", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +69,30 @@ class ArchiveRequest:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ImagePush:
+    """An ACR ImagePushed event (contract §2 shape 4): archive the runs of this registry that produced this image."""
+
+    subscription_id: str
+    resource_group_name: str
+    registry_name: str
+    repository: str
+    digest: str
+
+    @property
+    def registry_id(self) -> str:
+        """The registry's ARM resource id (its segments were validated, so it is also its path)."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group_name}"
+            f"/providers/Microsoft.ContainerRegistry/registries/{self.registry_name}"
+        )
+
+    @property
+    def image(self) -> str:
+        """`repository@digest`, as OutputImageManifests lists it."""
+        return f"{self.repository}@{self.digest}"
+
+
 def decode_json(raw: bytes | str) -> Any:
     """Decode a message or request body as strict JSON (shared.jsontext), or raise InvalidEvent naming `body`."""
     try:
@@ -64,8 +104,11 @@ def decode_json(raw: bytes | str) -> Any:
         raise InvalidEvent("body", error.problem) from None
 
 
-def parse_event(event: Any, settings: Settings) -> ArchiveRequest:
-    """Turn one decoded event of any accepted shape into an ArchiveRequest, or raise InvalidEvent."""
+def parse_event(event: Any, settings: Settings) -> ArchiveRequest | ImagePush:
+    """Turn one decoded event of any accepted shape into an ArchiveRequest (or an ImagePush), or raise InvalidEvent."""
+    kind = event_type_of(event)
+    if kind is not None and kind.lower().startswith(ACR_EVENT_PREFIX.lower()):
+        return _image_push(event, kind)
     data = _unwrap(event)
     if "runResourceId" in data and data["runResourceId"] is not None:
         fields = _split_resource_id(data["runResourceId"])
@@ -86,7 +129,21 @@ def parse_event(event: Any, settings: Settings) -> ArchiveRequest:
     return ArchiveRequest(fields["subscriptionId"], fields["resourceGroupName"], fields["registryName"], fields["runId"], flag)
 
 
-def check_allowed(request: ArchiveRequest, settings: Settings) -> None:
+def request_for_run(push: ImagePush, run: Any) -> ArchiveRequest:
+    """The archive request for one run ARM listed for a push; InvalidEvent when the run is not one of that registry.
+
+    ARM's answer is input too: a listed run whose id is malformed or names another registry is refused,
+    so a listing can never make the app write to a registry the event did not name.
+    """
+    identifier = run.get("id") if isinstance(run, Mapping) else None
+    fields = _split_resource_id(identifier)
+    same = (fields["subscriptionId"].lower(), fields["resourceGroupName"].lower(), fields["registryName"].lower())
+    if same != (push.subscription_id.lower(), push.resource_group_name.lower(), push.registry_name.lower()):
+        raise InvalidEvent("runResourceId", f"ARM listed a run of another registry than '{push.registry_name}'")
+    return ArchiveRequest(push.subscription_id, push.resource_group_name, push.registry_name, fields["runId"], True)
+
+
+def check_allowed(request: ArchiveRequest | ImagePush, settings: Settings) -> None:
     """Raise RegistryNotAllowed unless ALLOWED_REGISTRIES is unset or lists the request's registry."""
     allowed = settings.allowed_registries
     if allowed is None:
@@ -95,6 +152,33 @@ def check_allowed(request: ArchiveRequest, settings: Settings) -> None:
     scoped = f"{request.subscription_id}/{request.resource_group_name}/{request.registry_name}".lower()
     if registry not in allowed and scoped not in allowed:
         raise RegistryNotAllowed(f"registryName: registry '{request.registry_name}' is not in ALLOWED_REGISTRIES")
+
+
+def _image_push(event: Mapping[str, Any], kind: str) -> ImagePush:
+    """Shape 4: the registry from `topic` (Event Grid) or `source` (CloudEvents), the image from data.target."""
+    if kind != IMAGE_PUSHED:
+        shown = kind if _SAFE_TYPE.fullmatch(kind) else "this ACR event type"
+        raise InvalidEvent("eventType", f"{shown} is not an archive event; of ACR's events only {IMAGE_PUSHED} is")
+    where = "topic" if envelope_of(event) == "Event Grid" else "source"
+    registry = event.get(where)
+    match = REGISTRY_RESOURCE_ID.fullmatch(registry) if isinstance(registry, str) else None
+    if match is None:
+        raise InvalidEvent(where, "must be a registry resource id /subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ContainerRegistry/registries/{r}")
+    fields = match.groupdict()
+    for name, segment in fields.items():
+        problem = _RULES[name](segment)
+        if problem:
+            raise InvalidEvent(where, f"its {name} {problem}")
+    data = event.get("data")
+    target = data.get("target") if isinstance(data, Mapping) else None
+    if not isinstance(target, Mapping):
+        raise InvalidEvent("data.target", "required: the pushed image's repository and digest")
+    repository, digest = target.get("repository"), target.get("digest")
+    if not isinstance(repository, str) or not REPOSITORY.fullmatch(repository):
+        raise InvalidEvent("data.target.repository", f"required: a repository name of 1-{IMAGE_TEXT_LIMIT} printable characters")
+    if not isinstance(digest, str) or len(digest) > IMAGE_TEXT_LIMIT or not DIGEST.fullmatch(digest):
+        raise InvalidEvent("data.target.digest", "required: an image digest such as sha256:<64 hex digits>")
+    return ImagePush(fields["subscriptionId"], fields["resourceGroupName"], fields["registryName"], repository, digest)
 
 
 def _unwrap(event: Any) -> Mapping[str, Any]:

@@ -6,8 +6,10 @@
 - Lineage: a re-scheduled copy carries `originalMessageId` and `rescheduleCount` (contract §5). Whoever can
   send to the queue can set them, so they are parsed as hostile input: anything but a string of 1-128
   characters, or an integer 0-MAX_RESCHEDULES, is ignored.
-- Envelopes: which events are CloudEvents, Event Grid, or Event Grid's subscription-validation handshake,
-  and the envelope id a sender may reuse as the message id.
+- Envelopes: which events are CloudEvents, Event Grid, Event Grid's subscription-validation handshake or
+  ACR's ImagePushed, and the envelope id a sender may reuse as the message id.
+- Discovery: a policy sweep's archive events carry `policy:{name}:{runId}:{flag}` ids, its summary
+  `sweep:{name}:{start time}` (contract §8); both hash past 128 characters.
 
 The operator CLI's resubmissions (`resubmitted_message_id`) and envelope ids follow the same rules.
 """
@@ -22,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "ACR_EVENT_PREFIX",
+    "IMAGE_PUSHED",
     "MAX_RESCHEDULES",
     "MESSAGE_ID_LIMIT",
     "ORIGINAL_MESSAGE_ID",
+    "POLICY_PROPERTY",
     "RESCHEDULE_COUNT",
     "SUBSCRIPTION_VALIDATION",
     "Envelope",
@@ -33,12 +38,17 @@ __all__ = [
     "bounded_correlation_id",
     "envelope_message_id",
     "envelope_of",
+    "event_type_of",
     "http_id_base",
+    "image_run_id_base",
+    "is_image_pushed",
     "is_validation_event",
     "lineage_of",
     "outcome_message_id",
+    "policy_message_id",
     "rescheduled_message_id",
     "resubmitted_message_id",
+    "sweep_id",
 ]
 
 MESSAGE_ID_LIMIT = 128
@@ -49,6 +59,10 @@ ORIGINAL_MESSAGE_ID = "originalMessageId"
 RESCHEDULE_COUNT = "rescheduleCount"
 """Application properties of a re-scheduled copy (shared.reschedule)."""
 SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
+IMAGE_PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
+ACR_EVENT_PREFIX = "Microsoft.ContainerRegistry."
+POLICY_PROPERTY = "policy"
+"""Application property of a policy sweep's archive event: the policy's name (contract §8)."""
 
 Envelope = Literal["CloudEvents", "Event Grid"]
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -75,6 +89,27 @@ def resubmitted_message_id(first_id: str, count: int) -> str:
     """The id of the n-th operator resubmission of a dead letter: `<first id>:resubmit-<n>`, hashed past 128."""
     derived = f"{first_id}:resubmit-{count}"
     return derived if len(derived) <= MESSAGE_ID_LIMIT else "resubmit-" + _sha256(derived)
+
+
+def policy_message_id(policy: str, run_id: str, flag: bool) -> str:
+    """A sweep's archive event id: `policy:{name}:{runId}:{flag}`, a SHA-256 form past 128 characters.
+
+    The same run found by two sweeps (or by a sweep and the operator's backfill) gets the same id, so
+    the queue's duplicate detection drops the repeat while the first is still being processed.
+    """
+    derived = f"policy:{policy}:{run_id}:{'true' if flag else 'false'}"
+    return derived if len(derived) <= MESSAGE_ID_LIMIT else "policy-" + _sha256(derived)
+
+
+def sweep_id(policy: str, started_at: str) -> str:
+    """The id (message and correlation) of a sweep and its summary: `sweep:{name}:{start time}`."""
+    derived = f"sweep:{policy}:{started_at}"
+    return derived if len(derived) <= MESSAGE_ID_LIMIT else "sweep-" + _sha256(derived)
+
+
+def image_run_id_base(base: str | None, run_id: str) -> str | None:
+    """What the outcome id of one run of an ImagePushed event derives from: the inbound id and the run id."""
+    return None if base is None else f"{base}:run:{run_id}"
 
 
 def http_id_base(correlation_id: str, position: int) -> str:
@@ -165,6 +200,20 @@ def envelope_message_id(event: Any) -> str | None:
     """A CloudEvents/Event Grid `id` that fits a message id, so a re-sent event is a duplicate the queue drops."""
     identifier = event.get("id") if envelope_of(event) is not None else None
     return identifier if isinstance(identifier, str) and 0 < len(identifier) <= MESSAGE_ID_LIMIT else None
+
+
+def event_type_of(event: Any) -> str | None:
+    """The envelope's event type: Event Grid `eventType`, CloudEvents `type`; None for a bare event or a non-string."""
+    envelope = envelope_of(event)
+    if envelope is None:
+        return None
+    kind = event.get("eventType" if envelope == "Event Grid" else "type")
+    return kind if isinstance(kind, str) else None
+
+
+def is_image_pushed(event: Any) -> bool:
+    """True for an ACR ImagePushed event (contract §2 shape 4), Event Grid or CloudEvents."""
+    return event_type_of(event) == IMAGE_PUSHED
 
 
 def is_validation_event(event: Any) -> bool:

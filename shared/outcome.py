@@ -13,7 +13,17 @@ from shared.events import ArchiveRequest
 from shared.jsontext import encoded_size, has_lone_surrogate, replace_lone_surrogates
 from shared.messaging import outcome_message_id
 
-__all__ = ["RAW_EVENT_LIMIT", "SUBJECTS", "ArmAnswer", "Inbound", "Outcome", "build_outcome", "new_correlation_id"]
+__all__ = [
+    "RAW_EVENT_LIMIT",
+    "SUBJECTS",
+    "ArmAnswer",
+    "Inbound",
+    "Outcome",
+    "build_outcome",
+    "error_body",
+    "new_correlation_id",
+    "utc_stamp",
+]
 
 SUBJECTS = {
     "succeeded": "RunArchiveUpdated",
@@ -26,7 +36,8 @@ ERROR_CODE_LIMIT = 128
 ERROR_MESSAGE_LIMIT = 4096
 """Characters kept of an error's code (and ARM request id) and message."""
 
-Source = Literal["servicebus", "http"]
+Source = Literal["servicebus", "http", "policy"]
+"""`policy`: a run a sweep processed itself, under OUTCOME_FILE (contract §8)."""
 
 
 class ArmAnswer(Protocol):
@@ -118,19 +129,25 @@ def build_outcome(
         "source": inbound.source,
         "request": request.as_dict() if request is not None else None,
         "run": result.run if result is not None else None,
-        "error": _error_body(error) if error is not None else None,
+        "error": error_body(error) if error is not None else None,
         "attempts": result.attempts if result is not None else error.attempts,  # type: ignore[union-attr]
         "correlationId": inbound.correlation_id,
         "inboundMessageId": inbound.message_id,
         "deliveryCount": inbound.delivery_count,
         "rawEvent": _truncate(inbound.raw) if kind == "rejected" else None,
-        "completedAt": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "completedAt": utc_stamp(),
     }
     message_id = outcome_message_id(inbound.id_base if inbound.id_base is not None else inbound.message_id)
     return Outcome(message_id, inbound.correlation_id, SUBJECTS[kind], properties, body)
 
 
-def _error_body(error: ArchiverError) -> dict[str, Any]:
+def utc_stamp(moment: datetime | None = None) -> str:
+    """RFC 3339 UTC with milliseconds (now by default), as outcomes and ARM write times."""
+    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_body(error: ArchiverError) -> dict[str, Any]:
+    """The contract's `error` object of an outcome (or a sweep summary), every text bounded."""
     request_id = getattr(error, "request_id", None)
     return {
         "code": _bounded_text(error.code, ERROR_CODE_LIMIT),

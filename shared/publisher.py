@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.exceptions import (
+    MessageSizeExceededError,
     OperationTimeoutError,
     ServiceBusCommunicationError,
     ServiceBusConnectionError,
@@ -26,6 +27,7 @@ __all__ = [
     "ServiceBusPublisher",
     "SharedSender",
     "make_publisher",
+    "send_batched",
     "servicebus_client_factory",
     "to_message",
 ]
@@ -107,6 +109,33 @@ class SharedSender:
                 except Exception:  # closing a broken link must not hide the original failure
                     log.debug("ignoring an error while closing a Service Bus handler", exc_info=True)
         self._sender = self._client = None
+
+
+def send_batched(sender: SharedSender, messages: Sequence[ServiceBusMessage], what: str) -> int:
+    """Send `messages` in order in as few ServiceBusMessageBatches as fit; returns how many batches were sent.
+
+    Each batch is one use of the shared sender, so a dropped connection re-sends only the batch it cut
+    (and a repeat of an earlier one would carry the same message ids, which duplicate detection drops).
+    A message too large for any batch raises PublishFailed.
+    """
+    sent, batches = 0, 0
+    while sent < len(messages):
+        sent += sender.use(lambda handler, start=sent: _fill_and_send(handler, messages, start), what)
+        batches += 1
+    return batches
+
+
+def _fill_and_send(handler: Any, messages: Sequence[ServiceBusMessage], start: int) -> int:
+    batch = handler.create_message_batch()
+    for message in messages[start:]:
+        try:
+            batch.add_message(message)
+        except MessageSizeExceededError:
+            if len(batch) == 0:
+                raise  # alone it does not fit: no batch ever will
+            break
+    handler.send_messages(batch)
+    return len(batch)
 
 
 class ServiceBusPublisher:

@@ -14,21 +14,21 @@ the queue's duplicate detection, while the copy itself is not mistaken for a dup
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage
 
 from shared.messaging import ORIGINAL_MESSAGE_ID, RESCHEDULE_COUNT, QueueMessage, rescheduled_message_id
-from shared.publisher import SharedSender, servicebus_client_factory
+from shared.publisher import SharedSender, send_batched, servicebus_client_factory
 from shared.settings import Settings
 
-__all__ = ["ServiceBusScheduler", "make_scheduler", "rescheduled_copy"]
+__all__ = ["ServiceBusScheduler", "make_scheduler", "queue_message", "rescheduled_copy"]
 
 
 class ServiceBusScheduler:
-    """Schedules copies onto the archive queue through one shared queue sender."""
+    """Schedules copies onto the archive queue, and enqueues a sweep's new events, through one shared queue sender."""
 
     def __init__(self, client_factory: Callable[[], Any], queue_name: str, *, now: Callable[[], datetime] | None = None) -> None:
         self._sender = SharedSender(client_factory, lambda client: client.get_queue_sender(queue_name=queue_name))
@@ -45,9 +45,25 @@ class ServiceBusScheduler:
         when = self._now() + timedelta(seconds=delay_seconds)
         self._sender.use(lambda sender: sender.schedule_messages(copy, when), f"re-schedule message {message.message_id}")
 
+    def enqueue(self, messages: Sequence[QueueMessage]) -> int:
+        """Send new events in ServiceBusMessageBatches; returns the batches sent, raises PublishFailed."""
+        outgoing = [queue_message(message) for message in messages]
+        return send_batched(self._sender, outgoing, f"enqueue {len(outgoing)} archive event(s)")
+
     def close(self) -> None:
         """Close the sender and the client."""
         self._sender.close()
+
+
+def queue_message(message: QueueMessage) -> ServiceBusMessage:
+    """A new archive event as a Service Bus message: body, ids, content type and properties as given."""
+    return ServiceBusMessage(
+        message.body,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        content_type=message.content_type,
+        application_properties=dict(message.application_properties),
+    )
 
 
 def rescheduled_copy(message: QueueMessage) -> ServiceBusMessage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -12,7 +13,7 @@ from typing import Any, Protocol
 from shared import jsontext
 from shared.errors import ArchiverError, ConfigurationError, InvalidEvent, PublishFailed
 from shared.events import decode_json
-from shared.messaging import bounded_correlation_id, http_id_base, is_validation_event
+from shared.messaging import bounded_correlation_id, http_id_base, is_image_pushed, is_validation_event
 from shared.outcome import Inbound, new_correlation_id
 from shared.service import Archiver, Result, Submission
 from shared.settings import Settings, missing_settings, unmet_requirements
@@ -26,6 +27,7 @@ __all__ = [
     "archive_events",
     "arm_patch",
     "health",
+    "sweep_policy",
     "webhook_options",
 ]
 
@@ -35,6 +37,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 100
 SIGNATURE_HEADER = "X-Signature-256"
 CORRELATION_HEADER = "x-correlation-id"
+_POLICY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$", re.ASCII)
 
 
 class AppResources(Protocol):
@@ -115,6 +118,13 @@ def archive_events(runtime: AppResources, request: HttpRequestLike) -> HttpReply
     if validation is not None:
         log.info("answered Event Grid subscription validation")
         return HttpReply(200, validation, admitted.headers)
+    if not isinstance(event, list) and is_image_pushed(event):
+        # One push can match several runs (or none): answered like a batch, 200 whatever the outcomes,
+        # so Event Grid does not retry a push that matched nothing (contract §2 shape 4).
+        results = _archive(admitted, [Submission(inbound, event)])
+        if isinstance(results, HttpReply):
+            return results
+        return HttpReply(200, {"outcomes": [result.outcome.body for result in results]}, admitted.headers)
     if not isinstance(event, list):
         return _single_reply(admitted, Submission(inbound, event))
     if not event or len(event) > MAX_BATCH:
@@ -134,6 +144,24 @@ def archive_events(runtime: AppResources, request: HttpRequestLike) -> HttpReply
     if isinstance(results, HttpReply):
         return results
     return HttpReply(200, {"outcomes": [result.outcome.body for result in results]}, admitted.headers)
+
+
+def sweep_policy(runtime: AppResources, request: HttpRequestLike) -> HttpReply:
+    """POST archive-policies/{name}/sweep: one policy's sweep now; 200 with its summary, 404 PolicyNotFound."""
+    admitted = _admit(runtime, request)
+    if isinstance(admitted, HttpReply):
+        return admitted
+    name = request.route_params.get("name") or ""
+    policy = admitted.archiver.settings.archive_policy(name)
+    if policy is None:
+        shown = f"'{name}'" if _POLICY_NAME.fullmatch(name) else "of that name"  # the route segment is the caller's text
+        return _error_reply(404, "PolicyNotFound", f"ARCHIVE_POLICIES holds no policy {shown}", admitted.headers)
+    try:
+        (summary,) = admitted.archiver.sweep([policy], "http")
+    except PublishFailed as error:
+        log.error("HTTP sweep %s: %s", admitted.headers[CORRELATION_HEADER], error.message)
+        return _error_reply(503, error.code, error.message, {**admitted.headers, "Retry-After": "1"})
+    return HttpReply(200, summary.body, admitted.headers)
 
 
 def arm_patch(runtime: AppResources, request: HttpRequestLike) -> HttpReply:

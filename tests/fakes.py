@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
+from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch, ServiceBusReceiveMode, ServiceBusSubQueue
 from azure.servicebus._common.message import ServiceBusReceivedMessage
 from azure.servicebus._pyamqp._decode import decode_payload
 from azure.servicebus._pyamqp._encode import encode_payload
@@ -76,6 +76,10 @@ class RecordingServiceBus:
     entities: dict[str, list[Stored]] = field(default_factory=dict)
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     """("send" | "complete" | "abandon" | "dead-letter", entity path, message id), in order."""
+    batch_sizes: list[int] = field(default_factory=list)
+    """Messages of each ServiceBusMessageBatch sent, in order."""
+    max_batch_bytes: int = 256 * 1024
+    """What create_message_batch allows, as a Standard namespace's link does."""
     _sequence: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -288,7 +292,17 @@ class FakeSender:
         self._in_use = threading.Lock()
         self.closed = False
 
-    def send_messages(self, message: ServiceBusMessage | list[ServiceBusMessage], **_: Any) -> None:
+    def create_message_batch(self, max_size_in_bytes: int | None = None) -> ServiceBusMessageBatch:
+        assert not self.closed, "batch from a closed sender"
+        return ServiceBusMessageBatch(max_size_in_bytes=max_size_in_bytes or self._bus.max_batch_bytes)
+
+    def send_messages(self, message: ServiceBusMessage | list[ServiceBusMessage] | ServiceBusMessageBatch, **_: Any) -> None:
+        if isinstance(message, ServiceBusMessageBatch):
+            messages = list(message._messages)
+            self._use(messages, None)
+            with self._bus._lock:
+                self._bus.batch_sizes.append(len(messages))
+            return
         self._use(message, None)
 
     def schedule_messages(self, message: ServiceBusMessage, schedule_time_utc: datetime, **_: Any) -> list[int]:

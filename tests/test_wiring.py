@@ -56,8 +56,8 @@ def worst_case_seconds() -> float:
 
 
 def test_the_app_registers_exactly_the_contracts_functions() -> None:
-    """One queue trigger and four HTTP functions."""
-    assert set(bindings()) == {"archive_queue", "arm_patch_run", "archive_events", "archive_events_options", "health"}
+    """One queue trigger and five HTTP functions (the policy timer only with a schedule: tests/test_timer.py)."""
+    assert set(bindings()) == {"archive_queue", "arm_patch_run", "archive_events", "archive_events_options", "sweep_policy", "health"}
 
 
 def test_the_queue_trigger_listens_on_the_configured_queue_with_an_identity_connection() -> None:
@@ -76,9 +76,10 @@ def test_the_queue_trigger_listens_on_the_configured_queue_with_an_identity_conn
         ("arm_patch_run", RUN_ROUTE, ["PATCH"], "FUNCTION"),
         ("archive_events", "archive-events", ["POST"], "FUNCTION"),
         ("archive_events_options", "archive-events", ["OPTIONS"], "FUNCTION"),
+        ("sweep_policy", "archive-policies/{name}/sweep", ["POST"], "FUNCTION"),
         ("health", "health", ["GET"], "ANONYMOUS"),
     ],
-    ids=["patch-mirror", "archive-events-post", "archive-events-options", "health"],
+    ids=["patch-mirror", "archive-events-post", "archive-events-options", "sweep", "health"],
 )
 def test_each_http_function_has_its_route_method_and_auth_level(function: str, route: str, methods: list[str], auth: str) -> None:
     """Routes, methods and auth levels are those of contract §6."""

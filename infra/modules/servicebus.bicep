@@ -9,6 +9,8 @@ param tags object
 param archiveQueueName string
 param outcomeTopicName string
 param failedOutcomesSubscriptionName string
+@description('Example subscription receiving only the summaries of failed archive policy sweeps (contract §8).')
+param failedSweepsSubscriptionName string = 'failed-sweeps'
 param maxDeliveryCount int
 param appPrincipalId string
 @description('Optional: an operator (acr-archiver CLI) granted Data Sender and Data Receiver on the archive queue and Data Receiver on the outcome topic\'s subscriptions; nothing namespace-wide.')
@@ -78,6 +80,30 @@ resource failedOnly 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@
     filterType: 'SqlFilter'
     sqlFilter: {
       sqlExpression: 'outcome = \'failed\''
+    }
+  }
+}
+
+// Example for discovery: only the ArchivePolicySwept summaries of failed sweeps (a listing ARM refused, a
+// nextLink on another origin, the queue refusing the events). sys.Label is the message's subject.
+resource failedSweeps 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2024-01-01' = {
+  parent: outcomeTopic
+  name: failedSweepsSubscriptionName
+  properties: {
+    maxDeliveryCount: 10
+    lockDuration: 'PT1M'
+    defaultMessageTimeToLive: 'P7D'
+    deadLetteringOnMessageExpiration: true
+  }
+}
+
+resource failedSweepsOnly 'Microsoft.ServiceBus/namespaces/topics/subscriptions/rules@2024-01-01' = {
+  parent: failedSweeps
+  name: 'sweep-failed'
+  properties: {
+    filterType: 'SqlFilter'
+    sqlFilter: {
+      sqlExpression: 'sys.Label = \'ArchivePolicySwept\' AND outcome = \'failed\''
     }
   }
 }

@@ -7,16 +7,18 @@ import azure.functions as func
 from shared import webhook
 from shared.runtime import Runtime
 
-__all__ = ["RUN_ROUTE", "http_blueprint"]
+__all__ = ["RUN_ROUTE", "SWEEP_ROUTE", "http_blueprint"]
 
 RUN_ROUTE = (
     "subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
     "/providers/Microsoft.ContainerRegistry/registries/{registryName}/runs/{runId}"
 )
 
+SWEEP_ROUTE = "archive-policies/{name}/sweep"
+
 
 def http_blueprint(runtime: Runtime) -> func.Blueprint:
-    """The ARM mirror, the archive-events webhook (POST and OPTIONS) and the anonymous health check."""
+    """The ARM mirror, the archive-events webhook (POST and OPTIONS), the policy sweep and the anonymous health check."""
     blueprint = func.Blueprint()
 
     @blueprint.function_name("arm_patch_run")
@@ -36,6 +38,12 @@ def http_blueprint(runtime: Runtime) -> func.Blueprint:
     def archive_events_options(req: func.HttpRequest) -> func.HttpResponse:
         """CloudEvents webhook validation handshake."""
         return _response(webhook.webhook_options(req))
+
+    @blueprint.function_name("sweep_policy")
+    @blueprint.route(route=SWEEP_ROUTE, methods=["POST"])
+    def sweep_policy(req: func.HttpRequest) -> func.HttpResponse:
+        """Run one archive policy's sweep now (contract §8)."""
+        return _response(webhook.sweep_policy(runtime, req))
 
     @blueprint.function_name("health")
     @blueprint.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
