@@ -67,7 +67,7 @@ def _links(connection: Any, predicate: Callable[[Link], bool]) -> list[Link]:
 
 
 def _error(condition: str, description: str) -> Condition:
-    """An error as the service sends it: with an info map, which the Python sender indexes unconditionally."""
+    """An error as the service sends it: with an info map, which the Python client indexes unconditionally."""
     return Condition(condition, description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
 
 
@@ -85,7 +85,7 @@ def _guarded(handler: Callable[[Broker, Any], None]) -> Callable[[Broker, Any], 
             _LOG.exception("Service Bus emulator: %s failed", handler.__name__)
             connection = getattr(event, "connection", None)
             if connection is not None:
-                connection.condition = Condition("amqp:internal-error", f"{type(error).__name__}: {error}")
+                connection.condition = _error("amqp:internal-error", f"{type(error).__name__}: {error}")
                 connection.close()
 
     run.__name__ = handler.__name__
@@ -204,7 +204,8 @@ class Broker(Handler):
 
     def _refuse(self, link: Link, condition: str, description: str) -> None:
         link.sb_refused = True
-        link.condition = Condition(condition, description)
+        _LOG.info("Service Bus emulator refused a link to %r: %s", link.sb_path, condition)
+        link.condition = _error(condition, description)
         link.open()
         link.close()
 
@@ -406,7 +407,7 @@ class Broker(Handler):
             for link in _links(connection, lambda l: "sb_kind" in l._attrs and l.sb_kind != "cbs"):
                 base = management_base(link.sb_path) or link.sb_path
                 if path is None or base.lower() == path.lower():
-                    link.condition = Condition(condition, description)
+                    link.condition = _error(condition, description)
                     link.close()
                     count += 1
         return count
@@ -416,7 +417,7 @@ class Broker(Handler):
         dropped = list(self.connections.values())
         for connection in dropped:
             if graceful:
-                connection.condition = Condition("amqp:connection:forced", "The emulator closed the connection.")
+                connection.condition = _error("amqp:connection:forced", "The emulator closed the connection.")
                 connection.close()
             else:
                 transport = connection.transport

@@ -288,6 +288,8 @@ class Sender:
             del self.scheduled[number]
 
     def _enqueue(self, stored: StoredMessage, now: float) -> None:
+        # Time to live runs from the enqueue time, which for a scheduled message is when it comes due.
+        stored.expires_at = now + (stored.expires_at - stored.enqueued_at)
         stored.enqueued_at = now
         for queue in self.targets(stored):
             copy = stored.copy()
