@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test soak bench clean
+.PHONY: demo run test soak bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 demo: $(STAMP)
 	$(PY) -m scripts.demo
+
+run: $(STAMP)  # ARM 8089, identity 8090, Service Bus 5672, functions stand-in 7071; Ctrl-C stops it
+	$(PY) -m emulators.stack
 
 test: $(STAMP)
 	$(PY) -m pytest

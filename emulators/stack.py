@@ -15,16 +15,17 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from emulators.arm import SEED_RUN, ArmEmulator
 from emulators.host import FunctionsHost, load_app
 from emulators.identity import IdentityEmulator
 from emulators.servicebus import ServiceBusEmulator
 
-__all__ = ["DEFAULT_PORTS", "main", "stack_settings"]
+__all__ = ["DEFAULT_PORTS", "main", "read_values", "stack_settings"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORTS = {"arm": 8089, "identity": 8090, "servicebus": 5672, "functions": 7071}
@@ -65,6 +66,7 @@ def _summary(settings: dict[str, str], servicebus: ServiceBusEmulator, host: Fun
 
 
 def _instructions(summary: dict[str, Any], settings_path: str) -> str:
+    """How to reach each part, with commands to paste."""
     subscription, group, registry, run = SEED_RUN
     event = json.dumps({"subscriptionId": subscription, "resourceGroupName": group, "registryName": registry,
                         "runId": run, "isArchiveEnabled": True})
@@ -78,11 +80,12 @@ def _instructions(summary: dict[str, Any], settings_path: str) -> str:
         f"  functions stand-in  {summary['functions']}/api   function key: {summary['functionKey']}",
         "",
         "Try:",
-        f"  curl -H \"x-functions-key: {summary['functionKey']}\" -H 'Content-Type: application/json' "
-        f"{summary['functions']}/api/archive-events -d '{event}'",
+        (f"  curl -H \"x-functions-key: {summary['functionKey']}\" -H 'Content-Type: application/json' "
+         f"{summary['functions']}/api/archive-events -d '{event}'"),
         f"  curl {summary['functions']}/api/health",
-        f"  acr-archiver --settings {settings_path} send --run-id {run} --archive",
-        f"  acr-archiver --settings {settings_path} outcomes",
+        f"  acr-archiver --settings {settings_path} send '{{\"runId\": \"{run}\", \"isArchiveEnabled\": true}}'",
+        f"  acr-archiver --settings {settings_path} outcomes --subscription all-outcomes",
+        "  (acr-archiver is `pip install -e .[cli]`; `python -m archiver_cli` is the same command)",
     ])
 
 
@@ -118,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host = running.enter_context(FunctionsHost(app, settings, host_json=args.host_json, key=args.function_key,
                                                    port=ports["functions"]))
         summary = _summary(settings, servicebus, host, arm, identity)
-        print(json.dumps(summary) if args.json else _instructions(summary, args.settings), flush=True)
+        shown = os.path.relpath(args.settings) if Path(args.settings).resolve().is_relative_to(Path.cwd()) else args.settings
+        print(json.dumps(summary) if args.json else _instructions(summary, shown), flush=True)
         stop.wait()
     return 0
 

@@ -90,8 +90,8 @@ class HttpFrontend(LoopbackServer):
         below = "/".join(segments[len(self.prefix):])
         matched = [(route, params) for route in self.routes if (params := route.template.match(below)) is not None]
         allowed = [(route, params) for route, params in matched if not route.methods or exchange.method in route.methods]
-        if not allowed:
-            exchange.reply(405 if matched else 404)
+        if not allowed:  # the host's routes carry their methods as constraints: another method is no route (404)
+            exchange.reply(404)
             return
         route, params = allowed[0]
         if not route.anonymous and not self._authorized(exchange):
@@ -99,7 +99,7 @@ class HttpFrontend(LoopbackServer):
             return
         try:
             response = route.function.call(**{route.function.trigger["name"]: _request(exchange, params)})
-        except Exception as exc:  # the host answers 500 for an unhandled exception, without its text
+        except Exception as exc:  # noqa: BLE001 - the host answers 500 for an unhandled exception, without its text
             log.error("function %s raised %s", route.function.name, type(exc).__name__)
             exchange.reply(500)
             return

@@ -9,8 +9,9 @@ Application properties are untrusted: keys and values that JSON cannot carry are
 from __future__ import annotations
 
 import json
+import math
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -29,6 +30,8 @@ def _text(value: Any) -> str:
 
 def _json_value(value: Any) -> Any:
     """A value JSON can carry, as .NET's serializer would write it (bytes become text here)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")  # Json.NET's string form
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, datetime):
@@ -45,8 +48,8 @@ def _json_value(value: Any) -> Any:
 
 
 def _datetime(value: datetime) -> str:
-    moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _timespan(value: timedelta) -> str:
@@ -76,7 +79,9 @@ def trigger_metadata(message: ServiceBusReceivedMessage) -> dict[str, Datum]:
         "MessageId": message.message_id,
         "CorrelationId": message.correlation_id,
         "ContentType": message.content_type,
-        "DeliveryCount": message.delivery_count,
+        # AMQP's header counts *prior* attempts (0 on the first delivery); the host's .NET client reports
+        # deliveries, header + 1, so a function sees 1 first (Azure.Messaging.ServiceBus AmqpMessageConverter).
+        "DeliveryCount": (message.delivery_count or 0) + 1,
         "SequenceNumber": message.sequence_number,
         "EnqueuedSequenceNumber": message.enqueued_sequence_number,
         "EnqueuedTimeUtc": message.enqueued_time_utc,

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.functions.meta import Datum
@@ -26,14 +26,14 @@ log = logging.getLogger("emulators.host.timer")
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
 
 
 class TimerRunner:
     """Drives one `timerTrigger` function: a scheduling thread plus `fire()` for tests."""
 
     def __init__(self, function: IndexedFunction, env: Mapping[str, str], *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.function = function
         self.expression = resolve_setting_references(str(function.trigger["schedule"]), env)
         self.schedule = Schedule.parse(self.expression)
@@ -76,7 +76,7 @@ class TimerRunner:
     def _fire_logged(self, past_due: bool) -> None:
         try:
             self.fire(past_due=past_due)
-        except Exception as exc:  # the host logs a failed timer run and keeps the schedule
+        except Exception as exc:  # noqa: BLE001 - the host logs a failed timer run and keeps the schedule
             self.failures += 1
             log.error("timer function %s raised %s", self.function.name, type(exc).__name__)
 
