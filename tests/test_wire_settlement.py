@@ -137,14 +137,15 @@ def test_a_transient_fault_is_redelivered_by_the_broker_with_a_growing_delivery_
 
 
 def test_the_lock_is_renewed_through_an_arm_call_longer_than_the_lock() -> None:
-    """Lock duration 1 s, ARM answers after 3 s: the stand-in's AutoLockRenewer keeps the lock; one PATCH, one completion."""
-    with wire_stack(FAST, config=entity_config(lock_seconds=1, max_delivery_count=MAX_DELIVERIES),
+    """Lock duration 2 s, ARM answers after 4 s: the stand-in's AutoLockRenewer keeps the lock; one PATCH, one completion."""
+    # 2 s, not 1: the SDK's renewer wakes every 0.5 s and the renewal hops to the receive thread (Service Bus's minimum is 5 s).
+    with wire_stack(FAST, config=entity_config(lock_seconds=2, max_delivery_count=MAX_DELIVERIES),
                     options=HostOptions(max_auto_lock_renewal_duration=60.0)) as stack:
-        stack.arm.script(RUN, Fault.delay(3))
+        stack.arm.script(RUN, Fault.delay(4))
         (message_id,) = send_events(stack, [{"runId": RUN, "isArchiveEnabled": True}])
         (record,) = receive_outcomes(stack, "all-outcomes", 1)
-        assert stack.listener.settlement.wait_for(lambda s: s.completed == 1, 30)
         settled = stack.listener.settlement
+        assert settled.wait_for(lambda s: s.completed == 1, 30)
         assert (settled.abandoned, settled.failed_settlements, stack.arm.stats()["patches"]) == (0, 0, 1)
         assert (record["body"]["deliveryCount"], record["body"]["inboundMessageId"]) == (1, message_id)
 
