@@ -20,8 +20,8 @@ run: $(STAMP)  # ARM 8089, identity 8090, Service Bus 5672, functions stand-in 7
 test: $(STAMP)
 	$(PY) -m pytest
 
-soak: $(STAMP)
-	$(PY) -m scripts.soak --events 5000 --workers 16 --seed 1
+soak: $(STAMP)  # WIRE=1: 2,000 events through the local Service Bus and the host stand-in
+	$(if $(WIRE),$(PY) -m scripts.soak --wire --events 2000 --seed 1,$(PY) -m scripts.soak --events 5000 --workers 16 --seed 1)
 
 bench: $(STAMP)  # writes bench/out/; UPDATE_DOCS=1 rewrites bench/results.json and docs/
 	$(PY) -m bench $(if $(UPDATE_DOCS),--update-docs)
