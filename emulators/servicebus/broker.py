@@ -326,7 +326,8 @@ class Broker(Handler):
                 status, description = 401, str(refused)
         target = self._reply_link(link, request.reply_to)
         if target is not None:
-            _reply(target, Message(correlation_id=request.id, properties={"status-code": status, "status-description": description}))
+            answer = {"status-code": status, "status-description": description}
+            _reply(target, Message(correlation_id=request.id, properties=answer))
 
     def _management(self, link: Link, data: bytes) -> None:
         request = Message()

@@ -3,7 +3,8 @@
 A SAS token (`type` `servicebus.windows.net:sastoken`) is verified as Service Bus does: the key name must be
 the emulator's, `se` in the future, and `sig` the HMAC-SHA256 of `quote_plus(sr) + "\\n" + se` under the key.
 Any token of the SAS form is verified so, whatever its declared type (azure-servicebus 7.x puts SAS tokens
-with type `jwt`). Another bearer token (`type` `jwt`) is accepted when non-empty (no issuer to verify against locally). Either grants
+with type `jwt`). Another bearer token (`type` `jwt`) is accepted when non-empty (no issuer to verify against
+locally). Either grants
 the path of the put-token `name` (the audience), which covers that entity and everything below it.
 (https://learn.microsoft.com/azure/service-bus-messaging/service-bus-sas,
 https://learn.microsoft.com/azure/service-bus-messaging/service-bus-amqp-protocol-guide#claims-based-authorization)

@@ -204,7 +204,8 @@ def _topic(raw: object, where: str) -> TopicConfig:
     _keys(obj, {"Name", "Properties", "Subscriptions"}, where)
     subs = _list(obj.get("Subscriptions", []), f"{where}.Subscriptions")
     subscriptions = tuple(_subscription(s, f"{where}.Subscriptions[{i}]") for i, s in enumerate(subs))
-    return TopicConfig(_name(obj, where), subscriptions=subscriptions, **_properties(obj.get("Properties"), _TOPIC_PROPERTIES, where))
+    properties = _properties(obj.get("Properties"), _TOPIC_PROPERTIES, where)
+    return TopicConfig(_name(obj, where), subscriptions=subscriptions, **properties)
 
 
 def load_config(source: str | Path | Mapping[str, Any]) -> NamespaceConfig:

@@ -58,7 +58,8 @@ class ServiceBusEmulator:
         self._broker.ready.wait(10)
         if self._broker.startup_error is not None:
             self._thread.join(5)
-            raise OSError(f"Service Bus emulator could not listen on {self.host}:{self._broker.port}") from self._broker.startup_error
+            where = f"{self.host}:{self._broker.port}"
+            raise OSError(f"Service Bus emulator could not listen on {where}") from self._broker.startup_error
         return self
 
     def stop(self) -> None:
@@ -151,7 +152,8 @@ class ServiceBusEmulator:
 
     def detach_links(self, path: str | None = None, condition: str = "amqp:link:detach-forced") -> int:
         """Detach the links to an entity (all entity links when None) with an error; returns how many."""
-        return self._broker.call(lambda: self._broker.detach(path, condition, "The emulator detached this link (injected fault)."))
+        description = "The emulator detached this link (injected fault)."
+        return self._broker.call(lambda: self._broker.detach(path, condition, description))
 
     def drop_connections(self, graceful: bool = False) -> int:
         """Drop every client connection: cut the socket, or send close with amqp:connection:forced."""

@@ -169,7 +169,8 @@ class MessageQueue:
         self._unlock(message)
         message.delivery_count += 1
         if message.delivery_count >= self.max_delivery_count and self.dlq is not None:
-            self._move_to_dlq(message, MAX_DELIVERY_COUNT_EXCEEDED, f"Message could not be consumed after {self.max_delivery_count} delivery attempts.")
+            description = f"Message could not be consumed after {self.max_delivery_count} delivery attempts."
+            self._move_to_dlq(message, MAX_DELIVERY_COUNT_EXCEEDED, description)
 
     def dead_letter(self, token: uuid.UUID, now: float, reason: str | None, description: str | None) -> None:
         """Move the locked message to the dead-letter sub-queue with the receiver's reason."""
@@ -209,7 +210,8 @@ class MessageQueue:
 
     def peek(self, from_sequence: int, count: int) -> list[StoredMessage]:
         """Browse without locking: messages at or after `from_sequence`, in sequence order."""
-        ordered = sorted((m for m in self.messages.values() if m.sequence_number >= from_sequence), key=lambda m: m.sequence_number)
+        found = (m for m in self.messages.values() if m.sequence_number >= from_sequence)
+        ordered = sorted(found, key=lambda m: m.sequence_number)
         return ordered[:count]
 
 

@@ -125,7 +125,8 @@ def build(
         replaced[APPLICATION_PROPERTIES] = _encode(APPLICATION_PROPERTIES, props)
     kept = {code: s for code, s in sections if code in (DELIVERY_ANNOTATIONS, PROPERTIES, APPLICATION_PROPERTIES)}
     kept.update(replaced)
-    head = [kept[code] for code in (HEADER, DELIVERY_ANNOTATIONS, MESSAGE_ANNOTATIONS, PROPERTIES, APPLICATION_PROPERTIES) if code in kept]
+    order = (HEADER, DELIVERY_ANNOTATIONS, MESSAGE_ANNOTATIONS, PROPERTIES, APPLICATION_PROPERTIES)
+    head = [kept[code] for code in order if code in kept]
     tail = [s for code, s in sections if code in _BODY or code == 0x78]
     return b"".join([*head, *tail])
 
