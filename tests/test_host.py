@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -18,6 +19,7 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from emulators.host import BindingError, FunctionsHost, HostOptions
+from emulators.host.hostjson import parse_timespan
 from emulators.servicebus import ServiceBusEmulator
 
 QUEUE, SHORT_LOCK = "work", "short-lock"
@@ -205,6 +207,30 @@ def test_unresolvable_bindings_fail_at_start_naming_the_setting(settings: dict[s
     """A %setting% that is not set, or a connection with neither form, stops the host before it serves."""
     with pytest.raises(BindingError, match=named):
         FunctionsHost(queue_app(lambda msg: None), settings, port=0)
+
+
+def test_auto_complete_off_is_refused(broker: ServiceBusEmulator) -> None:
+    """autoCompleteMessages: false would leave settlement to the function; the stand-in refuses it at start."""
+    with pytest.raises(BindingError, match="autoCompleteMessages"):
+        FunctionsHost(queue_app(lambda msg: None), settings_for(broker), options=HostOptions(auto_complete_messages=False), port=0)
+
+
+def test_host_json_options_are_read_as_the_host_reads_them() -> None:
+    """The repository's host.json: route prefix api, 16 concurrent calls, auto-complete, 15 minutes of lock renewal."""
+    options = HostOptions.load(Path(__file__).resolve().parents[1] / "host.json")
+
+    assert options == HostOptions(route_prefix="api", max_concurrent_calls=16, auto_complete_messages=True,
+                                  max_auto_lock_renewal_duration=900.0, prefetch_count=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("00:15:00", 900.0), ("1.02:03:04", 93784.0), ("00:00:00.5", 0.5), ("10:00:00", 36000.0)],
+    ids=["minutes", "days", "fraction", "hours"],
+)
+def test_timespans_are_parsed_as_dotnet_writes_them(text: str, seconds: float) -> None:
+    """host.json durations are .NET TimeSpans `[d.]hh:mm:ss[.f]`."""
+    assert parse_timespan(text) == seconds
 
 
 def test_the_identity_form_of_the_connection_is_used_when_no_connection_string_is_set(broker: ServiceBusEmulator) -> None:

@@ -68,13 +68,17 @@ def stack() -> Iterator[Stack]:
     assert code == 0, err[-3000:]
 
 
-def receive_until(stack: Stack, subscription: str, message_id: str, limit: int = 20) -> ServiceBusReceivedMessage:
-    """Receive (and complete) from a subscription until the message with `message_id` arrives."""
+def receive_until(stack: Stack, subscription: str, message_id: str, limit: int = 30) -> ServiceBusReceivedMessage:
+    """Receive (and complete) from a subscription until the message with `message_id` arrives.
+
+    One message per call: credit left open after a receive lets a message arrive while the client completes
+    another, and the SDK releases such a message; `limit` covers one subscription lock (PT1M) in case one is.
+    """
     endpoints = stack.endpoints
     with ServiceBusClient.from_connection_string(endpoints["servicebus"]) as client, \
             client.get_subscription_receiver(endpoints["topic"], subscription) as receiver:
         for _ in range(limit):
-            for message in receiver.receive_messages(max_message_count=10, max_wait_time=5):
+            for message in receiver.receive_messages(max_message_count=1, max_wait_time=5):
                 receiver.complete_message(message)
                 if message.message_id == message_id:
                     return message

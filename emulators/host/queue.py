@@ -22,7 +22,7 @@ from azure.servicebus.exceptions import ServiceBusError
 
 from emulators.host.connections import open_servicebus
 from emulators.host.hostjson import HostOptions
-from emulators.host.index import IndexedFunction, resolve_setting_references
+from emulators.host.index import BindingError, IndexedFunction, resolve_setting_references
 from emulators.host.metadata import decode_message
 
 __all__ = ["QueueListener", "Settlement"]
@@ -91,6 +91,8 @@ class QueueListener:
     """Drives one `serviceBusTrigger` function from its queue."""
 
     def __init__(self, function: IndexedFunction, env: Mapping[str, str], options: HostOptions) -> None:
+        if not options.auto_complete_messages:  # the function would have to settle, which Python functions cannot here
+            raise BindingError("host.json autoCompleteMessages: false is not supported by the stand-in")
         trigger = function.trigger
         self.function = function
         self.queue_name = resolve_setting_references(str(trigger["queueName"]), env)
