@@ -86,15 +86,15 @@ def image_filter(repository: str, digest: str) -> str:
 
 
 def archive_message(policy: ArchivePolicy, run: Any, correlation_id: str) -> QueueMessage | None:
-    """The shape-2 archive event for one listed run, with its deterministic id; None when ARM's run is not of the policy's registry.
+    """The shape-2 archive event of one listed run, with its deterministic id; None for a run not of the policy's registry.
 
     ARM's answer is input: a run without a string id, or one under another registry, is not sent on.
     """
     identifier = run.get("id") if isinstance(run, dict) else None
     prefix = policy.registry_id.lower() + "/runs/"
-    if not isinstance(identifier, str) or not identifier.lower().startswith(prefix) or "/" in identifier[len(prefix):]:
+    if not isinstance(identifier, str) or not identifier.lower().startswith(prefix) or "/" in identifier[len(prefix) :]:
         return None
-    run_id = identifier[len(prefix):]
+    run_id = identifier[len(prefix) :]
     if not RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
         return None
     body = jsontext.encode({"runResourceId": identifier, "isArchiveEnabled": policy.is_archive_enabled})
@@ -156,7 +156,8 @@ def run_sweep(
             report.matched += len(page)
             messages = [m for m in (archive_message(report.policy, run, report.sweep_id) for run in page) if m is not None]
             if len(messages) < len(page):
-                log.warning("policy %s: ARM listed %d run(s) outside the policy's registry; skipped", report.policy.name, len(page) - len(messages))
+                skipped = len(page) - len(messages)
+                log.warning("policy %s: ARM listed %d run(s) outside the policy's registry; skipped", report.policy.name, skipped)
             if messages:
                 report.enqueued += deliver(messages)
     except ArchiverError as error:
@@ -167,7 +168,11 @@ def run_sweep(
             close()
     report.completed = datetime.now(timezone.utc)
     if report.stopped_early:
-        log.warning("policy %s: sweep stopped at its bound after %d page(s); the next sweep finds the rest", report.policy.name, report.pages)
+        log.warning(
+            "policy %s: sweep stopped at its bound after %d page(s); the next sweep finds the rest",
+            report.policy.name,
+            report.pages,
+        )
     return report
 
 

@@ -163,7 +163,8 @@ def _image_push(event: Mapping[str, Any], kind: str) -> ImagePush:
     registry = event.get(where)
     match = REGISTRY_RESOURCE_ID.fullmatch(registry) if isinstance(registry, str) else None
     if match is None:
-        raise InvalidEvent(where, "must be a registry resource id /subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ContainerRegistry/registries/{r}")
+        rule = "must be a registry resource id /subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ContainerRegistry/registries/{r}"  # noqa: E501
+        raise InvalidEvent(where, rule)
     fields = match.groupdict()
     for name, segment in fields.items():
         problem = _RULES[name](segment)

@@ -143,7 +143,8 @@ def build_outcome(
 
 def utc_stamp(moment: datetime | None = None) -> str:
     """RFC 3339 UTC with milliseconds (now by default), as outcomes and ARM write times."""
-    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    utc = (moment or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def error_body(error: ArchiverError) -> dict[str, Any]:

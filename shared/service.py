@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -33,7 +33,7 @@ from shared.discovery import (
     run_sweep,
     sweep_summary,
 )
-from shared.errors import ArchiverError, ArmUnavailable, EventRejected, InvalidEvent, NoMatchingRun, PublishFailed
+from shared.errors import ArchiverError, ArmError, ArmUnavailable, EventRejected, InvalidEvent, NoMatchingRun, PublishFailed
 from shared.events import ArchiveRequest, ImagePush, check_allowed, decode_json, parse_event, request_for_run
 from shared.messaging import MAX_RESCHEDULES, ORIGINAL_MESSAGE_ID, RESCHEDULE_COUNT, QueueMessage, image_run_id_base
 from shared.outcome import Inbound, Outcome, build_outcome
@@ -124,7 +124,7 @@ class Archiver:
         base = inbound.id_base if inbound.id_base is not None else inbound.message_id
         results: list[Result] = []
         try:
-            for page in self.arm.list_runs(push.registry_id, image_filter(push.repository, push.digest)):
+            for page in self._pages(push.registry_id, image_filter(push.repository, push.digest)):
                 for run in page:
                     results.append(self._archive_listed(push, run, inbound, base))
         except ArchiverError as error:
@@ -172,7 +172,7 @@ class Archiver:
         return results
 
     def sweep(self, policies: Sequence[ArchivePolicy], source: SweepSource) -> list[Outcome]:
-        """Sweep each policy in turn (contract §8), publishing each summary; raises PublishFailed after all ran if a summary could not go.
+        """Sweep each policy in turn (contract §8) and publish each summary; PublishFailed, after all ran, if one could not go.
 
         The policies share the source's time bound fairly, and a policy whose sweep or summary fails
         never stops those after it.
@@ -182,7 +182,7 @@ class Archiver:
         unpublished: PublishFailed | None = None
         for position, policy in enumerate(policies):
             report = new_report(policy, source, self.settings.archive_policy_lookback_days)
-            pages = self.arm.list_runs(policy.registry_id, report.filter)
+            pages = self._pages(policy.registry_id, report.filter)
             run_sweep(report, pages, self._deliver, deadline=fair_deadline(time.monotonic(), end, len(policies) - position))
             summary = sweep_summary(report)
             try:
@@ -195,6 +195,18 @@ class Archiver:
             raise unpublished
         return summaries
 
+    def _pages(self, registry_id: str, filter: str) -> Iterator[list[dict[str, Any]]]:
+        """Runs - List page by page; a registry path the ARM client refuses is a final PolicyFailed, never an escaping ValueError.
+
+        Resource group names may hold non-ASCII letters (the settings and events accept them); the list
+        client takes ASCII paths only, so such a registry cannot be listed yet.
+        """
+        try:
+            yield from self.arm.list_runs(registry_id, filter)
+        except ValueError:
+            message = "the ARM client cannot list this registry's path (non-ASCII resource group)"
+            raise ArmError(message, code="PolicyFailed", status=None) from None
+
     def _deliver(self, messages: Sequence[QueueMessage]) -> int:
         """A sweep page's events: onto the archive queue, or under OUTCOME_FILE processed here, `source: "policy"`."""
         if not self.settings.outcome_file:
@@ -204,7 +216,7 @@ class Archiver:
             return len(messages)
         submissions = [
             Submission(
-                Inbound(source="policy", correlation_id=m.correlation_id or m.message_id, message_id=m.message_id, raw=m.body.decode()),
+                Inbound("policy", correlation_id=m.correlation_id or m.message_id, message_id=m.message_id, raw=m.body.decode()),
                 decode_json(m.body),
             )
             for m in messages
@@ -294,8 +306,8 @@ def log_outcome(result: Result, reference: str | None) -> None:
     if result.outcome.subject == SUMMARY_SUBJECT:
         log.log(
             level, "%s %s %s: policy=%s registry=%s matched=%d enqueued=%d pages=%d%s",
-            reference, SUMMARY_SUBJECT, body["outcome"], body["policy"], body["registry"]["registryName"], body["matched"], body["enqueued"],
-            body["pages"], f" error={result.error.code}" if result.error else "",
+            reference, SUMMARY_SUBJECT, body["outcome"], body["policy"], body["registry"]["registryName"],
+            body["matched"], body["enqueued"], body["pages"], f" error={result.error.code}" if result.error else "",
         )
         return
     request = body["request"] or {}

@@ -22,10 +22,24 @@ GROUP = "sweepGroup"
 REGISTRY = "sweptRegistry"
 QUEUE, TOPIC = "acr-archive-events", "acr-archive-outcomes"
 RELEASE = "TaskName eq 'release' and Status eq 'Succeeded'"
-SUMMARY_KEYS = {"outcome", "source", "policy", "registry", "filter", "matched", "enqueued", "pages", "error", "startedAt", "completedAt"}
+SUMMARY_KEYS = {
+    "outcome",
+    "source",
+    "policy",
+    "registry",
+    "filter",
+    "matched",
+    "enqueued",
+    "pages",
+    "error",
+    "startedAt",
+    "completedAt",
+}
 
 
-def policy(name: str = "release-builds", *, registry: str = REGISTRY, filter: str | None = RELEASE, flag: bool | None = None) -> dict[str, Any]:
+def policy(
+    name: str = "release-builds", *, registry: str = REGISTRY, filter: str | None = RELEASE, flag: bool | None = None
+) -> dict[str, Any]:
     """One ARCHIVE_POLICIES entry for a registry of the test subscription."""
     entry: dict[str, Any] = {"name": name, "registry": f"{SUB}/{GROUP}/{registry}"}
     if filter is not None:
@@ -45,7 +59,9 @@ def configure(monkeypatch: pytest.MonkeyPatch, *policies: dict[str, Any], **sett
 
 def sweep(functions: Any, name: str, **headers: str) -> Any:
     """POST /api/archive-policies/{name}/sweep through the real function."""
-    return functions["sweep_policy"](http_request("POST", f"archive-policies/{name}/sweep", headers=headers, route_params={"name": name}))
+    return functions["sweep_policy"](
+        http_request("POST", f"archive-policies/{name}/sweep", headers=headers, route_params={"name": name})
+    )
 
 
 def since_of(summary: dict[str, Any], days: float = 30) -> datetime:
@@ -54,11 +70,15 @@ def since_of(summary: dict[str, Any], days: float = 30) -> datetime:
     return (started - timedelta(days=days)).replace(microsecond=0)
 
 
-def expected_runs(runs: list[dict[str, Any]], since: datetime, wanted: Callable[[dict[str, Any]], bool], flag: bool = True) -> set[str]:
+def expected_runs(
+    runs: list[dict[str, Any]], since: datetime, wanted: Callable[[dict[str, Any]], bool], flag: bool = True
+) -> set[str]:
     """The oracle: which seeded runs the sweep's $filter selects, asked of the bodies in Python."""
     return {
-        run["name"] for run in runs
-        if wanted(run["properties"]) and run["properties"]["isArchiveEnabled"] is not flag
+        run["name"]
+        for run in runs
+        if wanted(run["properties"])
+        and run["properties"]["isArchiveEnabled"] is not flag
         and datetime.fromisoformat(run["properties"]["createTime"].replace("Z", "+00:00")) >= since
     }
 
@@ -69,7 +89,11 @@ def release(properties: dict[str, Any]) -> bool:
 
 def list_queries(arm: ArmEmulator, registry: str = REGISTRY) -> list[dict[str, str]]:
     """The query of every Runs - List request the emulator received for a registry."""
-    return [entry["query"] for entry in arm.requests_log if entry["method"] == "GET" and entry["path"].split("?")[0].endswith(f"/{registry}/runs")]
+    return [
+        entry["query"]
+        for entry in arm.requests_log
+        if entry["method"] == "GET" and entry["path"].split("?")[0].endswith(f"/{registry}/runs")
+    ]
 
 
 # -- with OUTCOME_FILE: the sweep processes the runs itself ------------------------------------------
@@ -78,7 +102,7 @@ def list_queries(arm: ArmEmulator, registry: str = REGISTRY) -> list[dict[str, s
 def test_a_sweep_sends_the_contracts_filter_and_archives_every_matching_run_over_several_pages(
     functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
 ) -> None:
-    """`(filter) and IsArchiveEnabled eq false and CreateTime ge {now-30d}`, every page, one `policy` outcome per run, then the summary."""
+    """`(filter) and IsArchiveEnabled eq false and CreateTime ge {now-30d}`, all pages, a `policy` outcome per run, a summary."""
     seeded = arm.seed_registry(SUB, GROUP, REGISTRY, 400, seed=3)
     arm.set_page_size(7)
     configure(monkeypatch, policy())
@@ -93,17 +117,27 @@ def test_a_sweep_sends_the_contracts_filter_and_archives_every_matching_run_over
     queries = list_queries(arm)
     assert queries[0]["$filter"] == expected_filter and "$top" not in queries[0]
     assert summary["pages"] == len(queries) == -(-len(wanted) // 7)
-    assert (summary["outcome"], summary["matched"], summary["enqueued"], summary["error"]) == ("succeeded", len(wanted), len(wanted), None)
+    assert (summary["outcome"], summary["matched"], summary["enqueued"], summary["error"]) == (
+        "succeeded",
+        len(wanted),
+        len(wanted),
+        None,
+    )
     records = read_outcomes(outcome_file)
     outcomes, (last,) = records[:-1], records[-1:]
     assert {r["body"]["request"]["runId"] for r in outcomes} == wanted
     assert all(r["body"]["source"] == "policy" and r["body"]["outcome"] == "succeeded" for r in outcomes)
-    assert all(r["body"]["inboundMessageId"] == policy_message_id("release-builds", r["body"]["request"]["runId"], True) for r in outcomes)
+    assert all(
+        r["body"]["inboundMessageId"] == policy_message_id("release-builds", r["body"]["request"]["runId"], True)
+        for r in outcomes
+    )
     assert all(arm.get_run(SUB, GROUP, REGISTRY, run)["properties"]["isArchiveEnabled"] is True for run in wanted)
     assert last["body"] == summary and last["subject"] == "ArchivePolicySwept"
 
 
-def test_the_summary_has_the_contracts_ids_properties_and_keys(functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path) -> None:
+def test_the_summary_has_the_contracts_ids_properties_and_keys(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
+) -> None:
     """Subject ArchivePolicySwept, ids `sweep:{name}:{start}`, properties outcome/source/policy/registryName/matched/enqueued."""
     arm.seed_registry(SUB, GROUP, REGISTRY, 50, seed=4)
     configure(monkeypatch, policy())
@@ -112,13 +146,19 @@ def test_the_summary_has_the_contracts_ids_properties_and_keys(functions: Any, a
     assert set(summary) == SUMMARY_KEYS
     assert record["message_id"] == record["correlation_id"] == f"sweep:release-builds:{summary['startedAt']}"
     assert record["application_properties"] == {
-        "outcome": "succeeded", "source": "http", "policy": "release-builds", "registryName": REGISTRY,
-        "matched": summary["matched"], "enqueued": summary["enqueued"],
+        "outcome": "succeeded",
+        "source": "http",
+        "policy": "release-builds",
+        "registryName": REGISTRY,
+        "matched": summary["matched"],
+        "enqueued": summary["enqueued"],
     }
     assert summary["registry"] == {"subscriptionId": SUB, "resourceGroupName": GROUP, "registryName": REGISTRY}
 
 
-def test_the_lookback_window_bounds_create_time(functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path) -> None:
+def test_the_lookback_window_bounds_create_time(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
+) -> None:
     """ARCHIVE_POLICY_LOOKBACK_DAYS=5: only runs created in the last five days are listed, nothing older is touched."""
     seeded = arm.seed_registry(SUB, GROUP, REGISTRY, 300, seed=5)
     configure(monkeypatch, policy(filter=None), ARCHIVE_POLICY_LOOKBACK_DAYS="5")
@@ -132,7 +172,9 @@ def test_the_lookback_window_bounds_create_time(functions: Any, arm: ArmEmulator
     assert not any(arm.get_run(SUB, GROUP, REGISTRY, run)["properties"]["isArchiveEnabled"] for run in older)
 
 
-def test_a_policy_that_unarchives_asks_for_archived_runs(functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path) -> None:
+def test_a_policy_that_unarchives_asks_for_archived_runs(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
+) -> None:
     """isArchiveEnabled false: the filter asks `IsArchiveEnabled eq true`, and each event carries false."""
     seeded = arm.seed_registry(SUB, GROUP, REGISTRY, 200, seed=6, archived_share=0.5)
     configure(monkeypatch, policy("unkeep", filter="Status eq 'Failed'", flag=False))
@@ -145,7 +187,9 @@ def test_a_policy_that_unarchives_asks_for_archived_runs(functions: Any, arm: Ar
     assert all(r["body"]["request"]["isArchiveEnabled"] is False for r in outcomes)
 
 
-def test_a_second_sweep_finds_nothing_left(functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path) -> None:
+def test_a_second_sweep_finds_nothing_left(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
+) -> None:
     """The IsArchiveEnabled clause makes a sweep idempotent: what the first archived is not listed again."""
     arm.seed_registry(SUB, GROUP, REGISTRY, 200, seed=7)
     configure(monkeypatch, policy())
@@ -155,7 +199,9 @@ def test_a_second_sweep_finds_nothing_left(functions: Any, arm: ArmEmulator, mon
     assert (second["outcome"], second["matched"], second["enqueued"]) == ("succeeded", 0, 0)
 
 
-def test_an_unknown_policy_is_404_policy_not_found(functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path) -> None:
+def test_an_unknown_policy_is_404_policy_not_found(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
+) -> None:
     """A name ARCHIVE_POLICIES does not hold: 404 PolicyNotFound, nothing listed, nothing published."""
     configure(monkeypatch, policy())
     response = sweep(functions, "no-such-policy")
@@ -164,7 +210,9 @@ def test_an_unknown_policy_is_404_policy_not_found(functions: Any, arm: ArmEmula
     assert list_queries(arm) == [] and read_outcomes(outcome_file) == []
 
 
-def test_policy_names_match_regardless_of_case(functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path) -> None:
+def test_policy_names_match_regardless_of_case(
+    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path
+) -> None:
     """Names are unique regardless of case, so the route finds `Release-Builds` too."""
     configure(monkeypatch, policy())
     assert response_json(sweep(functions, "RELEASE-BUILDS"))["policy"] == "release-builds"
@@ -201,16 +249,27 @@ def test_a_signed_sweep_runs(functions: Any, arm: ArmEmulator, monkeypatch: pyte
         ([Fault.status(429, retry_after="0")], "succeeded", None, None),
         ([Fault.status(503, retry_after="0")], "succeeded", None, None),
         ([Fault.status(503, retry_after="0")] * 2, "failed", "ServiceUnavailable", 0),
-        ([Fault.delay(0), Fault.status(500, retry_after="0"), Fault.status(500, retry_after="0")], "failed", "InternalServerError", 1),
+        (
+            [Fault.delay(0), Fault.status(500, retry_after="0"), Fault.status(500, retry_after="0")],
+            "failed",
+            "InternalServerError",
+            1,
+        ),
         ([Fault.status(403, error_code="AuthorizationFailed")], "failed", "AuthorizationFailed", 0),
     ],
     ids=["429-once-retried", "503-once-retried", "503-until-the-attempts-run-out", "500-on-page-two", "403-final"],
 )
 def test_arm_errors_while_listing(
-    functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path,
-    faults: list[Fault], outcome: str, code: str | None, pages: int | None,
+    functions: Any,
+    arm: ArmEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    outcome_file: Path,
+    faults: list[Fault],
+    outcome: str,
+    code: str | None,
+    pages: int | None,
 ) -> None:
-    """429/5xx are retried as §3 says; what still fails ends the sweep `failed` with ARM's code, after handing on what it listed."""
+    """429/5xx are retried (§3); what still fails ends the sweep `failed` with ARM's code, after handing on what it listed."""
     seeded = arm.seed_registry(SUB, GROUP, REGISTRY, 60, seed=8, archived_share=0)
     arm.set_page_size(10)
     configure(monkeypatch, policy(filter=None), ARM_MAX_ATTEMPTS="2")
@@ -239,7 +298,8 @@ def test_a_failing_policy_does_not_stop_the_timer_from_sweeping_the_next(
     assert functions["archive_policy_timer"](timer_request()) is None
     summaries = [r for r in read_outcomes(outcome_file) if r["subject"] == "ArchivePolicySwept"]
     assert [(s["body"]["policy"], s["body"]["outcome"], s["body"]["source"]) for s in summaries] == [
-        ("broken", "failed", "timer"), ("release-builds", "succeeded", "timer"),
+        ("broken", "failed", "timer"),
+        ("release-builds", "succeeded", "timer"),
     ]
     assert summaries[0]["body"]["error"]["code"] == "ResourceNotFound"
     assert summaries[1]["body"]["enqueued"] > 0
@@ -266,8 +326,10 @@ def bus_functions(bus: RecordingServiceBus) -> support.LazyFunctions:
     )
 
 
-def test_a_sweep_enqueues_one_shape_2_event_per_run_in_batches(bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each run: body `{runResourceId, isArchiveEnabled}`, id `policy:{name}:{runId}:true`, property `policy`; sent in batches, no PATCH."""
+def test_a_sweep_enqueues_one_shape_2_event_per_run_in_batches(
+    bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run: body `{runResourceId, isArchiveEnabled}`, id `policy:{name}:{runId}:true`, prop `policy`; batched, no PATCH."""
     seeded = arm.seed_registry(SUB, GROUP, REGISTRY, 400, seed=11)
     arm.set_page_size(20)
     configure(monkeypatch, policy())
@@ -278,7 +340,10 @@ def test_a_sweep_enqueues_one_shape_2_event_per_run_in_batches(bus_functions: An
     by_run = {json.loads(b"".join(m.body))["runResourceId"].rsplit("/", 1)[1]: m for m in queued}
     assert set(by_run) == wanted
     for run_id, message in by_run.items():
-        assert json.loads(b"".join(message.body)) == {"runResourceId": support.run_resource_id(run_id, group=GROUP, registry=REGISTRY), "isArchiveEnabled": True}
+        assert json.loads(b"".join(message.body)) == {
+            "runResourceId": support.run_resource_id(run_id, group=GROUP, registry=REGISTRY),
+            "isArchiveEnabled": True,
+        }
         assert message.message_id == f"policy:release-builds:{run_id}:true"
         assert dict(message.application_properties) == {"policy": "release-builds"}
         assert message.correlation_id == f"sweep:release-builds:{summary['startedAt']}"
@@ -289,7 +354,9 @@ def test_a_sweep_enqueues_one_shape_2_event_per_run_in_batches(bus_functions: An
     assert published.subject == "ArchivePolicySwept" and json.loads(b"".join(published.body)) == summary
 
 
-def test_sweeping_twice_before_the_queue_drains_repeats_the_same_ids(bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweeping_twice_before_the_queue_drains_repeats_the_same_ids(
+    bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Idempotent ids: the same runs found again get the same message ids, which queue duplicate detection drops."""
     arm.seed_registry(SUB, GROUP, REGISTRY, 120, seed=12)
     configure(monkeypatch, policy())
@@ -300,7 +367,9 @@ def test_sweeping_twice_before_the_queue_drains_repeats_the_same_ids(bus_functio
     assert [m.message_id for m in bus.messages(QUEUE)] == ids + ids
 
 
-def test_a_failed_enqueue_ends_the_sweep_as_failed(bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_enqueue_ends_the_sweep_as_failed(
+    bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Service Bus refusing the batch: the summary says failed, PublishFailed, nothing counted as enqueued."""
     from azure.servicebus.exceptions import ServiceBusError
 
@@ -312,8 +381,10 @@ def test_a_failed_enqueue_ends_the_sweep_as_failed(bus_functions: Any, bus: Reco
     assert summary["matched"] > 0 and bus.messages(QUEUE) == []
 
 
-def test_an_enqueued_policy_event_is_processed_by_the_queue_trigger(bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a sweep enqueues is an ordinary archive event: the trigger archives the run, the outcome's ids derive from the policy id."""
+def test_an_enqueued_policy_event_is_processed_by_the_queue_trigger(
+    bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A swept event is an ordinary archive event: the trigger archives the run, the outcome's ids derive from the policy id."""
     from azure.functions.servicebus import ServiceBusMessage as TriggerMessage
 
     arm.seed_registry(SUB, GROUP, REGISTRY, 60, seed=14)
@@ -321,13 +392,22 @@ def test_an_enqueued_policy_event_is_processed_by_the_queue_trigger(bus_function
     response_json(sweep(bus_functions, "release-builds"))
     message = bus.messages(QUEUE)[0]
     delivered = TriggerMessage(
-        body=b"".join(message.body), message_id=message.message_id, correlation_id=message.correlation_id,
-        content_type=message.content_type, delivery_count=1, application_properties=dict(message.application_properties), user_properties={},
+        body=b"".join(message.body),
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        content_type=message.content_type,
+        delivery_count=1,
+        application_properties=dict(message.application_properties),
+        user_properties={},
     )
     assert bus_functions["archive_queue"](delivered) is None
     outcome = bus.messages(TOPIC)[-1]
     body = json.loads(b"".join(outcome.body))
-    assert (body["outcome"], body["inboundMessageId"], outcome.message_id) == ("succeeded", message.message_id, message.message_id + ":outcome")
+    assert (body["outcome"], body["inboundMessageId"], outcome.message_id) == (
+        "succeeded",
+        message.message_id,
+        message.message_id + ":outcome",
+    )
 
 
 # -- the origin rule, the registry rule, the bounds ------------------------------------------------
@@ -368,7 +448,9 @@ def test_a_policy_registry_outside_allowed_registries_is_refused_with_the_settin
     assert arm.requests_log == [] and read_outcomes(outcome_file) == []
 
 
-def test_a_sweep_of_ten_thousand_runs_fits_its_bounds(bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sweep_of_ten_thousand_runs_fits_its_bounds(
+    bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """10,000 matching runs at ARM's 100 a page: 100 pages, every run enqueued, in batches, within the page and time bounds."""
     arm.seed_registry(SUB, GROUP, REGISTRY, 10_000, seed=16, archived_share=0)  # created over 40 days
     configure(monkeypatch, policy(filter=None), ARCHIVE_POLICY_LOOKBACK_DAYS="60")
@@ -381,9 +463,39 @@ def test_a_sweep_of_ten_thousand_runs_fits_its_bounds(bus_functions: Any, bus: R
 def test_a_failed_sweep_logs_the_line_the_alert_looks_for(
     functions: Any, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch, outcome_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """alert-failed-policy-sweeps matches trace lines holding `ArchivePolicySwept` and `failed`: one such line per failed sweep."""
+    """alert-failed-policy-sweeps matches trace lines with `ArchivePolicySwept` and `failed`: one such line per failed sweep."""
     arm.script_list(REGISTRY, Fault.status(403, error_code="AuthorizationFailed"))
     configure(monkeypatch, policy())
     sweep(functions, "release-builds")
     lines = [r.getMessage() for r in caplog.records if "ArchivePolicySwept" in r.getMessage()]
     assert len(lines) == 1 and "failed" in lines[0] and "error=AuthorizationFailed" in lines[0]
+
+
+def test_a_summary_that_cannot_be_published_is_a_503_to_retry(
+    bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The topic refuses the summary: 503 PublishFailed with Retry-After (the caller may sweep again; the ids repeat)."""
+    from azure.servicebus.exceptions import ServiceBusError
+
+    configure(monkeypatch, policy())
+    bus.fail_next(ServiceBusError("refused"))
+    response = sweep(bus_functions, "release-builds")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response_json(response)["error"]["code"] == "PublishFailed"
+
+
+def test_the_timer_sweeps_on_after_a_summary_fails_then_raises(
+    bus_functions: Any, bus: RecordingServiceBus, arm: ArmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first summary cannot be published: the second policy is still swept and its summary sent; the invocation then fails."""
+    from azure.servicebus.exceptions import ServiceBusError
+
+    from shared.errors import PublishFailed
+    from tests.test_timer import timer_request
+
+    configure(monkeypatch, policy("first", filter=None), policy("second", filter=None))
+    bus.fail_next(ServiceBusError("refused"))
+    with pytest.raises(PublishFailed):
+        bus_functions["archive_policy_timer"](timer_request())
+    (published,) = bus.messages(TOPIC)
+    assert json.loads(b"".join(published.body))["policy"] == "second"

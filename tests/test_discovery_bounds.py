@@ -56,7 +56,13 @@ def test_a_sweep_stops_at_its_page_bound_and_closes_the_listing() -> None:
     """An endless listing is cut at max_pages: no more pages requested, the sweep succeeded (the next finds the rest)."""
     delivered: list[int] = []
     pages = endless()
-    report = run_sweep(new_report(POLICY, "timer", 30, NOW), pages, lambda m: delivered.append(len(m)) or len(m), deadline=float("inf"), max_pages=5)
+    report = run_sweep(
+        new_report(POLICY, "timer", 30, NOW),
+        pages,
+        lambda m: delivered.append(len(m)) or len(m),
+        deadline=float("inf"),
+        max_pages=5,
+    )
     assert (report.pages, report.matched, report.enqueued, report.error, report.stopped_early) == (5, 10, 10, None, True)
     assert delivered == [2] * 5
     with pytest.raises(StopIteration):
@@ -76,6 +82,7 @@ def test_the_default_page_bound_covers_ten_thousand_runs_at_arms_page_size() -> 
 
 def test_a_listing_error_keeps_what_was_handed_on() -> None:
     """Page two fails: page one's events were delivered, the error ends the sweep."""
+
     def pages() -> Iterator[list[dict[str, Any]]]:
         yield [run(1), run(2)]
         raise ArmUnavailable("ARM GET lost the connection")
@@ -113,8 +120,12 @@ def test_registry_ids_compare_without_case() -> None:
     [
         (POLICY, "(TaskName eq 'release') and IsArchiveEnabled eq false and CreateTime ge 2026-11-01T10:30:15Z"),
         (ArchivePolicy("p", SUB, "rg", "myRegistry"), "IsArchiveEnabled eq false and CreateTime ge 2026-11-01T10:30:15Z"),
-        (ArchivePolicy("p", SUB, "rg", "myRegistry", filter="Status eq 'Failed' or Status eq 'Error'", is_archive_enabled=False),
-         "(Status eq 'Failed' or Status eq 'Error') and IsArchiveEnabled eq true and CreateTime ge 2026-11-01T10:30:15Z"),
+        (
+            ArchivePolicy(
+                "p", SUB, "rg", "myRegistry", filter="Status eq 'Failed' or Status eq 'Error'", is_archive_enabled=False
+            ),
+            "(Status eq 'Failed' or Status eq 'Error') and IsArchiveEnabled eq true and CreateTime ge 2026-11-01T10:30:15Z",
+        ),
     ],
     ids=["filter", "no-filter", "unarchive-with-or"],
 )
@@ -143,12 +154,19 @@ def test_an_odata_string_literal_holds_any_text(text: str) -> None:
 def test_policy_message_ids_are_deterministic_and_bounded(run_id: str, flag: bool) -> None:
     """The same run and flag give the same id, at most 128 characters, distinct for the other flag."""
     name = "p" * 64
-    first, again, other = policy_message_id(name, run_id, flag), policy_message_id(name, run_id, flag), policy_message_id(name, run_id, not flag)
+    first, again, other = (
+        policy_message_id(name, run_id, flag),
+        policy_message_id(name, run_id, flag),
+        policy_message_id(name, run_id, not flag),
+    )
     assert first == again and first != other and len(first) <= MESSAGE_ID_LIMIT
 
 
-@pytest.mark.parametrize(("now", "end", "left", "expected"), [(0, 300, 3, 100), (100, 300, 2, 200), (290, 300, 1, 300), (400, 300, 2, 400)],
-                         ids=["first-of-three", "second-of-two", "last", "overrun"])
+@pytest.mark.parametrize(
+    ("now", "end", "left", "expected"),
+    [(0, 300, 3, 100), (100, 300, 2, 200), (290, 300, 1, 300), (400, 300, 2, 400)],
+    ids=["first-of-three", "second-of-two", "last", "overrun"],
+)
 def test_each_policy_gets_a_fair_share_of_what_is_left(now: float, end: float, left: int, expected: float) -> None:
     """A slow policy cannot take the time of those after it; time one leaves unused passes on."""
     assert fair_deadline(now, end, left) == expected

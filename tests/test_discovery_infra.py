@@ -17,7 +17,10 @@ def test_the_failed_sweeps_subscription_receives_only_failed_summaries() -> None
     rule = SERVICE_BUS.resource("failedSweepsOnly")
     assert subscription["parent"] == "outcomeTopic" and rule["parent"] == "failedSweeps"
     assert rule["properties"]["filterType"] == "SqlFilter"
-    assert rule["properties"]["sqlFilter"]["sqlExpression"].replace("\\'", "'") == "sys.Label = 'ArchivePolicySwept' AND outcome = 'failed'"
+    assert (
+        rule["properties"]["sqlFilter"]["sqlExpression"].replace("\\'", "'")
+        == "sys.Label = 'ArchivePolicySwept' AND outcome = 'failed'"
+    )
     assert subscription["properties"]["deadLetteringOnMessageExpiration"] is True
 
 

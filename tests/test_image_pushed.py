@@ -9,9 +9,15 @@ from typing import Any
 
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from emulators import ArmEmulator, Fault
-from shared.errors import ArchiverError
+from shared.discovery import image_filter
+from shared.errors import ArchiverError, InvalidEvent
+from shared.events import ImagePush, parse_event
+from shared.settings import Settings
 from tests.support import SUB, http_request, read_outcomes, response_json
 
 GROUP, REGISTRY = "pushGroup", "pushRegistry"
@@ -22,12 +28,25 @@ PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
 def event_grid(repository: str, digest: str, *, topic: str = REGISTRY_ID, event_type: str = PUSHED) -> dict[str, Any]:
     """An ImagePushed event in the Event Grid schema, as ACR sends it."""
     return {
-        "id": "831e1650-001e-001b-66ab-eeb76e069631", "topic": topic, "subject": f"{repository}:v1",
-        "eventType": event_type, "eventTime": "2026-11-27T16:30:00Z", "dataVersion": "1.0", "metadataVersion": "1",
+        "id": "831e1650-001e-001b-66ab-eeb76e069631",
+        "topic": topic,
+        "subject": f"{repository}:v1",
+        "eventType": event_type,
+        "eventTime": "2026-11-27T16:30:00Z",
+        "dataVersion": "1.0",
+        "metadataVersion": "1",
         "data": {
-            "id": "31c51664-e5bd-416a-a5df-e5206bc47ed0", "timestamp": "2026-11-27T16:29:59Z", "action": "push",
-            "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": 3023,
-                       "digest": digest, "length": 3023, "repository": repository, "tag": "v1"},
+            "id": "31c51664-e5bd-416a-a5df-e5206bc47ed0",
+            "timestamp": "2026-11-27T16:29:59Z",
+            "action": "push",
+            "target": {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "size": 3023,
+                "digest": digest,
+                "length": 3023,
+                "repository": repository,
+                "tag": "v1",
+            },
             "request": {"id": "r1", "host": f"{REGISTRY.lower()}.azurecr.io", "method": "PUT", "useragent": "docker/27"},
         },
     }
@@ -36,8 +55,15 @@ def event_grid(repository: str, digest: str, *, topic: str = REGISTRY_ID, event_
 def cloud_event(repository: str, digest: str, *, source: str = REGISTRY_ID) -> dict[str, Any]:
     """The same event as CloudEvents 1.0 (the registry in `source`)."""
     grid = event_grid(repository, digest)
-    return {"specversion": "1.0", "id": grid["id"], "source": source, "type": PUSHED, "subject": grid["subject"],
-            "time": grid["eventTime"], "data": grid["data"]}
+    return {
+        "specversion": "1.0",
+        "id": grid["id"],
+        "source": source,
+        "type": PUSHED,
+        "subject": grid["subject"],
+        "time": grid["eventTime"],
+        "data": grid["data"],
+    }
 
 
 @pytest.fixture
@@ -55,8 +81,15 @@ def pushing_run(runs: list[dict[str, Any]], index: int = 0) -> tuple[dict[str, A
 
 def queue_message(event: Any, message_id: str = "push-1", delivery_count: int = 1) -> ServiceBusMessage:
     """What the trigger hands the function for a message holding `event`."""
-    return ServiceBusMessage(body=json.dumps(event).encode(), message_id=message_id, correlation_id="corr-push",
-                             content_type="application/json", delivery_count=delivery_count, application_properties={}, user_properties={})
+    return ServiceBusMessage(
+        body=json.dumps(event).encode(),
+        message_id=message_id,
+        correlation_id="corr-push",
+        content_type="application/json",
+        delivery_count=delivery_count,
+        application_properties={},
+        user_properties={},
+    )
 
 
 def post(functions: Any, body: Any, **headers: str) -> Any:
@@ -64,24 +97,37 @@ def post(functions: Any, body: Any, **headers: str) -> Any:
 
 
 def list_filters(arm: ArmEmulator) -> list[str]:
-    return [e["query"].get("$filter", "") for e in arm.requests_log if e["method"] == "GET" and e["path"].split("?")[0].endswith("/runs")]
+    return [
+        e["query"].get("$filter", "")
+        for e in arm.requests_log
+        if e["method"] == "GET" and e["path"].split("?")[0].endswith("/runs")
+    ]
 
 
-def test_a_push_on_the_queue_archives_the_run_that_pushed_the_image(functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path) -> None:
-    """$filter contains(OutputImageManifests, 'repo@digest'); that run archived; inbound id the message's, outcome id from it and the run."""
+def test_a_push_on_the_queue_archives_the_run_that_pushed_the_image(
+    functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path
+) -> None:
+    """$filter contains(OutputImageManifests, 'repo@digest'); that run archived; outcome ids from the message id and the run."""
     run, repository, digest = pushing_run(seeded)
     assert functions["archive_queue"](queue_message(event_grid(repository, digest))) is None
     assert list_filters(arm) == [f"contains(OutputImageManifests, '{repository}@{digest}')"]
     (record,) = read_outcomes(outcome_file)
     body = record["body"]
-    assert (body["outcome"], body["source"], body["request"]["runId"], body["inboundMessageId"]) == ("succeeded", "servicebus", run["name"], "push-1")
+    assert (body["outcome"], body["source"], body["request"]["runId"], body["inboundMessageId"]) == (
+        "succeeded",
+        "servicebus",
+        run["name"],
+        "push-1",
+    )
     assert record["message_id"] == f"push-1:run:{run['name']}:outcome"
     assert record["correlation_id"] == "corr-push"
     assert arm.get_run(SUB, GROUP, REGISTRY, run["name"])["properties"]["isArchiveEnabled"] is True
 
 
-def test_a_cloudevents_push_over_http_is_answered_like_a_batch(functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path) -> None:
-    """One event, answered 200 {"outcomes": [...]}; the registry comes from `source`; ids derive from x-correlation-id and the run."""
+def test_a_cloudevents_push_over_http_is_answered_like_a_batch(
+    functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path
+) -> None:
+    """One event, answered 200 {"outcomes": [...]}; the registry from `source`; ids derive from x-correlation-id and the run."""
     run, repository, digest = pushing_run(seeded, 1)
     response = post(functions, cloud_event(repository, digest), **{"x-correlation-id": "cid-7"})
     assert response.status_code == 200
@@ -90,7 +136,9 @@ def test_a_cloudevents_push_over_http_is_answered_like_a_batch(functions: Any, a
     assert read_outcomes(outcome_file)[0]["message_id"] == f"http:cid-7:0:run:{run['name']}:outcome"
 
 
-def test_an_event_grid_array_with_a_push_lists_each_runs_outcome(functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]]) -> None:
+def test_an_event_grid_array_with_a_push_lists_each_runs_outcome(
+    functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]]
+) -> None:
     """Event Grid delivers arrays: two pushes, two outcomes, in order."""
     (first, repo1, digest1), (second, repo2, digest2) = pushing_run(seeded, 2), pushing_run(seeded, 3)
     response = post(functions, [event_grid(repo1, digest1), event_grid(repo2, digest2)])
@@ -98,7 +146,9 @@ def test_an_event_grid_array_with_a_push_lists_each_runs_outcome(functions: Any,
     assert [o["request"]["runId"] for o in response_json(response)["outcomes"]] == [first["name"], second["name"]]
 
 
-def test_an_image_pushed_by_two_runs_archives_both(functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path) -> None:
+def test_an_image_pushed_by_two_runs_archives_both(
+    functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path
+) -> None:
     """A re-run that pushed the same digest: one outcome per run, each with its own message id."""
     run, repository, digest = pushing_run(seeded)
     other = copy.deepcopy(pushing_run(seeded, 4)[0])
@@ -110,7 +160,9 @@ def test_an_image_pushed_by_two_runs_archives_both(functions: Any, arm: ArmEmula
     assert len({r["message_id"] for r in read_outcomes(outcome_file)}) == 2
 
 
-def test_a_push_that_matches_no_run_is_rejected_no_matching_run(functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path) -> None:
+def test_a_push_that_matches_no_run_is_rejected_no_matching_run(
+    functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path
+) -> None:
     """No run lists the image: one rejected NoMatchingRun naming it; over HTTP still 200, so Event Grid does not retry."""
     digest = "sha256:" + "0" * 64
     response = post(functions, [event_grid("release/app", digest)])
@@ -121,7 +173,9 @@ def test_a_push_that_matches_no_run_is_rejected_no_matching_run(functions: Any, 
     assert arm.stats()["patches"] == 0
 
 
-def test_a_push_that_matches_no_run_completes_the_queue_message(functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path) -> None:
+def test_a_push_that_matches_no_run_completes_the_queue_message(
+    functions: Any, arm: ArmEmulator, seeded: list[dict[str, Any]], outcome_file: Path
+) -> None:
     """On the queue: the rejected outcome is published and the message completed (no redelivery of a push nothing made)."""
     assert functions["archive_queue"](queue_message(event_grid("release/app", "sha256:" + "1" * 64))) is None
     (record,) = read_outcomes(outcome_file)
@@ -154,8 +208,19 @@ def test_a_registry_outside_allowed_registries_is_refused_without_calling_arm(
         (event_grid("app", "sha256:ab", event_type="Microsoft.ContainerRegistry.ChartPushed"), "eventType"),
         ({**cloud_event("app", "sha256:ab"), "type": "Microsoft.ContainerRegistry.ImageDeleted"}, "eventType"),
     ],
-    ids=["topic-not-a-registry", "source-not-a-registry", "registry-name-too-short", "no-repository", "no-digest", "bad-digest",
-         "control-character", "no-target", "image-deleted", "chart-pushed", "cloudevents-image-deleted"],
+    ids=[
+        "topic-not-a-registry",
+        "source-not-a-registry",
+        "registry-name-too-short",
+        "no-repository",
+        "no-digest",
+        "bad-digest",
+        "control-character",
+        "no-target",
+        "image-deleted",
+        "chart-pushed",
+        "cloudevents-image-deleted",
+    ],
 )
 def test_a_malformed_push_or_another_acr_event_is_invalid_naming_the_field(
     functions: Any, arm: ArmEmulator, outcome_file: Path, event: dict[str, Any], field: str
@@ -206,3 +271,47 @@ def test_on_the_last_delivery_every_runs_outcome_is_published_then_it_dead_lette
     outcomes = {r["body"]["request"]["runId"]: r["body"] for r in read_outcomes(outcome_file)}
     assert outcomes[good]["outcome"] == "succeeded"
     assert (outcomes[bad]["outcome"], outcomes[bad]["error"]["retryable"]) == ("failed", True)
+
+
+def test_a_registry_the_list_client_cannot_path_fails_without_raising(
+    functions: Any, arm: ArmEmulator, outcome_file: Path
+) -> None:
+    """A resource group of non-ASCII letters (valid in Azure): one failed, final outcome, the message completed."""
+    topic = f"/subscriptions/{SUB}/resourceGroups/gruppé/providers/Microsoft.ContainerRegistry/registries/{REGISTRY}"
+    assert functions["archive_queue"](queue_message(event_grid("app", "sha256:ab", topic=topic))) is None
+    (record,) = read_outcomes(outcome_file)
+    assert (record["body"]["outcome"], record["body"]["error"]["code"], record["body"]["error"]["retryable"]) == (
+        "failed",
+        "PolicyFailed",
+        False,
+    )
+
+
+# -- hostile pushes -------------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=8,
+)
+
+
+@hypothesis_settings(max_examples=300)
+@given(
+    st.one_of(st.just(REGISTRY_ID), st.text(), JSON),
+    st.one_of(st.text(), JSON),
+    st.one_of(st.just("sha256:ab"), st.text(), JSON),
+    st.booleans(),
+)
+def test_any_push_parses_to_an_image_push_or_invalid_event(topic: Any, repository: Any, digest: Any, cloud: bool) -> None:
+    """Any topic/source, repository and digest: an ImagePush whose filter keeps the image one quoted literal, or InvalidEvent."""
+    base = cloud_event("app", "sha256:ab") if cloud else event_grid("app", "sha256:ab")
+    event = {**base, ("source" if cloud else "topic"): topic, "data": {"target": {"repository": repository, "digest": digest}}}
+    try:
+        push = parse_event(event, Settings.from_env({}))
+    except InvalidEvent as error:
+        assert error.field in {"topic", "source", "data.target.repository", "data.target.digest"}
+        return
+    assert isinstance(push, ImagePush)
+    literal = image_filter(push.repository, push.digest).removeprefix("contains(OutputImageManifests, ").removesuffix(")")
+    assert literal[0] == literal[-1] == "'" and literal[1:-1].replace("''", "").count("'") == 0

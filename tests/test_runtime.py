@@ -57,7 +57,7 @@ def test_resources_are_built_once_and_rebuilt_only_after_close(tmp_path: Path) -
 def test_each_app_indexes_once_as_the_worker_does() -> None:
     """get_functions() on a fresh app lists the contract's functions; nothing private of azure-functions is reset."""
     names = {f.get_function_name() for f in build_app({}).get_functions()}
-    assert names == {"archive_queue", "arm_patch_run", "archive_events", "archive_events_options", "health"}
+    assert names == {"archive_queue", "arm_patch_run", "archive_events", "archive_events_options", "sweep_policy", "health"}
 
 
 class _ClosingPublisher:

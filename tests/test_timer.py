@@ -16,10 +16,12 @@ from tests import support
 from tests.support import SUB, read_outcomes
 
 GROUP, REGISTRY = "timerGroup", "timerRegistry"
-POLICIES = json.dumps([
-    {"name": "keep-failures", "registry": f"{SUB}/{GROUP}/{REGISTRY}", "filter": "Status eq 'Failed'"},
-    {"name": "keep-all", "registry": f"{SUB}/{GROUP}/{REGISTRY}"},
-])
+POLICIES = json.dumps(
+    [
+        {"name": "keep-failures", "registry": f"{SUB}/{GROUP}/{REGISTRY}", "filter": "Status eq 'Failed'"},
+        {"name": "keep-all", "registry": f"{SUB}/{GROUP}/{REGISTRY}"},
+    ]
+)
 
 
 def timer_request(past_due: bool = False) -> Any:
@@ -71,7 +73,9 @@ def test_policies_without_a_schedule_are_named_by_health(app_env: dict[str, str]
     assert "ARCHIVE_POLICY_SCHEDULE" in support.response_json(response)["missingSettings"]
 
 
-def test_a_schedule_without_policies_sweeps_nothing(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, arm: ArmEmulator, outcome_file: Path) -> None:
+def test_a_schedule_without_policies_sweeps_nothing(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, arm: ArmEmulator, outcome_file: Path
+) -> None:
     """The timer fires with no ARCHIVE_POLICIES: nothing is listed and nothing published."""
     monkeypatch.setenv("ARCHIVE_POLICY_SCHEDULE", "0 */15 * * * *")
     assert support.functions()["archive_policy_timer"](timer_request()) is None
@@ -90,7 +94,8 @@ def test_the_timer_sweeps_every_policy_in_turn(
     records = read_outcomes(outcome_file)
     summaries = [r for r in records if r["subject"] == "ArchivePolicySwept"]
     assert [(s["body"]["policy"], s["body"]["source"], s["body"]["outcome"]) for s in summaries] == [
-        ("keep-failures", "timer", "succeeded"), ("keep-all", "timer", "succeeded"),
+        ("keep-failures", "timer", "succeeded"),
+        ("keep-all", "timer", "succeeded"),
     ]
     failures, everything = (s["body"] for s in summaries)
     assert failures["enqueued"] > 0 and everything["enqueued"] > 0
