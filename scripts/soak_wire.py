@@ -77,6 +77,8 @@ class WireSoakReport:
     duplicates: int = 0
     wrong_ends: int = 0
     redelivered: int = 0
+    dead_lettered_unpublished: int = 0
+    """Dead-lettered without an outcome: the broker refused the publish of the last delivery (the README's row)."""
     final_repeated: int = 0
     """Events planned to fail at once whose outcome publish the broker refused: the redelivered PATCH succeeded."""
     topic_duplicates_dropped: int = 0
@@ -179,6 +181,14 @@ def _account(report: WireSoakReport, events: list[PlannedEvent], outcomes: list[
         by_event[str(record["body"]["inboundMessageId"])].append(record)
     for event in events:
         received = by_event.get(event.message_id, [])
+        copies = {f"{event.message_id}:rescheduled:{n}" for n in range(1, 6)}  # a long throttle re-schedules under these ids
+        if not received and dead & ({event.message_id} | copies) and report.publish_rejections:
+            report.dead_lettered_unpublished += 1
+            report.dead_lettered += 1
+            if event.expected_end != "dead_lettered":
+                report.wrong_ends += 1
+                report.problems.append(f"{event.message_id}: dead-lettered without an outcome, its plan says {event.expected_end}")
+            continue
         if not received:
             report.lost += 1
             report.problems.append(f"{event.message_id}: no outcome ({event.scenario.name if event.scenario else 'plain'})")
@@ -187,7 +197,6 @@ def _account(report: WireSoakReport, events: list[PlannedEvent], outcomes: list[
             report.duplicates += 1
             report.problems.append(f"{event.message_id}: {len(received)} outcomes")
         body = received[-1]["body"]
-        copies = {f"{event.message_id}:rescheduled:{n}" for n in range(1, 6)}  # a long throttle re-schedules under these ids
         end = "dead_lettered" if dead & ({event.message_id} | copies) else body["outcome"]
         if event.expected_end == "failed" and end == "succeeded" and (body["deliveryCount"] or 1) > 1:
             report.final_repeated += 1  # the ARM emulator answers a repeated PATCH 200, as ARM does once the update ended
@@ -208,7 +217,8 @@ def _account(report: WireSoakReport, events: list[PlannedEvent], outcomes: list[
 def summary(report: WireSoakReport) -> str:
     """The figures as a small table."""
     rows = [("events", report.events), ("succeeded", report.succeeded), ("failed", report.failed), ("rejected", report.rejected),
-            ("dead-lettered (with failed outcome)", report.dead_lettered), ("lost", report.lost), ("duplicates", report.duplicates),
+            ("dead-lettered", report.dead_lettered),
+            ("  of which without outcome (last publish refused)", report.dead_lettered_unpublished), ("lost", report.lost), ("duplicates", report.duplicates),
             ("wrong ends", report.wrong_ends), ("redeliveries (abandons)", report.redelivered),
             ("final failures repeated after a refused publish", report.final_repeated),
             ("outcome publishes refused by the broker", report.publish_rejections),
