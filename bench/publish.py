@@ -57,14 +57,22 @@ def measure_publish(events: int, warmup: int) -> dict[str, Any]:
         settings["ServiceBusConnection"] = broker.connection_string
         app = build_app(settings, publisher_factory=timed)
         function = next(f.get_user_function() for f in app.get_functions() if f.get_function_name() == "archive_queue")
-        bodies = [f'{{"registryName": "myRegistry", "runId": "{run}", "isArchiveEnabled": true, '
-                  f'"subscriptionId": "4385cf00-2d3a-425a-832f-f4285b1c9dce", "resourceGroupName": "myResourceGroup"}}'.encode()
-                  for run in run_ids("publish")]
+        bodies = [
+            f'{{"registryName": "myRegistry", "runId": "{run}", "isArchiveEnabled": true, '
+            f'"subscriptionId": "4385cf00-2d3a-425a-832f-f4285b1c9dce", "resourceGroupName": "myResourceGroup"}}'.encode()
+            for run in run_ids("publish")
+        ]
         event_ns: list[int] = []
         try:
             for n in range(warmup + events):
-                message = InboundMessage(body=bodies[n % len(bodies)], message_id=f"bench-publish-{n}", correlation_id=None,
-                                         delivery_count=1, application_properties={}, user_properties={})
+                message = InboundMessage(
+                    body=bodies[n % len(bodies)],
+                    message_id=f"bench-publish-{n}",
+                    correlation_id=None,
+                    delivery_count=1,
+                    application_properties={},
+                    user_properties={},
+                )
                 if n == warmup:
                     gc.collect()
                 began = time.perf_counter_ns()

@@ -144,8 +144,10 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
         "| per event, outcome published over AMQP | median µs | p90 µs |",
         "|---|---:|---:|",
         f"| the event end to end (ARM PATCH + publish) | {publish['event_median_us']:.0f} | {publish['event_p90_us']:.0f} |",
-        f"| its `publish` (encode, transfer, accepted disposition) | {publish['publish_median_us']:.0f} | {publish['publish_p90_us']:.0f} |",
-        f"| publish's share of the event | {publish['share_median']:.1%} (median of events) | {publish['share_of_totals']:.1%} (of the totals) |",
+        f"| its `publish` (encode, transfer, accepted disposition) | {publish['publish_median_us']:.0f} "
+        f"| {publish['publish_p90_us']:.0f} |",
+        f"| publish's share of the event | {publish['share_median']:.1%} (median of events) "
+        f"| {publish['share_of_totals']:.1%} (of the totals) |",
     ]
     reuse = details["reuse"]
     cold = results["import_ms"]

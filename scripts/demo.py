@@ -35,7 +35,11 @@ MISSING_RUN = "doesnotexist1"
 SECRET = "demo-webhook-secret"
 MAX_DELIVERIES = 3
 PLATFORM = "platformRegistry"
-POLICY = {"name": "release-builds", "registry": f"{SUBSCRIPTION}/{GROUP}/{PLATFORM}", "filter": "TaskName eq 'release' and Status eq 'Succeeded'"}
+POLICY = {
+    "name": "release-builds",
+    "registry": f"{SUBSCRIPTION}/{GROUP}/{PLATFORM}",
+    "filter": "TaskName eq 'release' and Status eq 'Succeeded'",
+}
 SETTINGS = {
     "WEBHOOK_SECRET": SECRET,
     "MAX_DELIVERY_COUNT": str(MAX_DELIVERIES),  # the queue's MaxDeliveryCount below matches it
@@ -52,10 +56,16 @@ def main() -> int:
     _show_app_log()
     started = time.monotonic()
     seeded: list[dict[str, Any]] = []
-    with wire_stack(SETTINGS, config=entity_config(max_delivery_count=MAX_DELIVERIES), arm_options={"page_size": 10},
-                    prepare=lambda arm: seeded.extend(_seed(arm))) as stack:
-        print(f"ARM {stack.arm.url}   identity {stack.identity.endpoint}\nService Bus {stack.servicebus.connection_string}"
-              f"\nfunctions {stack.host.url}/api (function key set)   queue {stack.queue} -> topic {stack.topic}\n")
+    with wire_stack(
+        SETTINGS,
+        config=entity_config(max_delivery_count=MAX_DELIVERIES),
+        arm_options={"page_size": 10},
+        prepare=lambda arm: seeded.extend(_seed(arm)),
+    ) as stack:
+        print(
+            f"ARM {stack.arm.url}   identity {stack.identity.endpoint}\nService Bus {stack.servicebus.connection_string}"
+            f"\nfunctions {stack.host.url}/api (function key set)   queue {stack.queue} -> topic {stack.topic}\n"
+        )
         pusher = next(run for run in seeded if _pushes_image(run))
         flows = (_entry_points, _redelivery, _reschedule, _dead_letter_and_resubmit, lambda s: _discovery(s, pusher))
         checks = []
@@ -64,7 +74,9 @@ def main() -> int:
             checks.append(flow(stack))
             print(f"  ({time.monotonic() - began:.1f} s)")
         token_calls, connections = stack.identity.calls, stack.arm.stats()["connections"]
-    print(f"\nmanaged-identity token requests: {token_calls}; TCP connections to ARM: {connections}; {time.monotonic() - started:.1f} s")
+    print(
+        f"\nmanaged-identity token requests: {token_calls}; TCP connections to ARM: {connections}; {time.monotonic() - started:.1f} s"
+    )
     failed = [name for name, ok in checks if not ok]
     if failed:
         print(f"demo FAILED: {', '.join(failed)}", file=sys.stderr)
@@ -106,7 +118,9 @@ def _entry_points(stack: WireStack) -> tuple[str, bool]:
     print("-- entry points: acr-archiver send -> queue, POST /api/archive-events, PATCH /api/subscriptions/... --")
     stack.arm.set_lro("lroqueue1", polls=2, via="async")
     queued = send_events(stack, [_event(SEED_RUN, True), _event("lroqueue1", True), _event(MISSING_RUN, True)])
-    print(f"  acr-archiver send: {len(queued)} events on {stack.queue} (an invalid one is refused by the CLI itself: it validates as the app does)")
+    print(
+        f"  acr-archiver send: {len(queued)} events on {stack.queue} (an invalid one is refused by the CLI itself: it validates as the app does)"
+    )
     statuses = []
     for channel, lro, via in (("POST", "lropost1", "location"), ("PATCH", "lropatch1", "run")):
         stack.arm.set_lro(lro, polls=2, via=via)
@@ -117,8 +131,10 @@ def _entry_points(stack: WireStack) -> tuple[str, bool]:
     records = receive_outcomes(stack, "all-outcomes", 11, timeout=TIMEOUT)  # 3 queued + 4 POST + 4 PATCH
     _table(records)
     failed = receive_outcomes(stack, "failed-outcomes", 3, timeout=TIMEOUT)
-    print(f"  subscription failed-outcomes (rule outcome = 'failed') received {len(failed)}: "
-          + ", ".join(f"{r['body']['source']} {r['body']['request']['runId']}" for r in failed))
+    print(
+        f"  subscription failed-outcomes (rule outcome = 'failed') received {len(failed)}: "
+        + ", ".join(f"{r['body']['source']} {r['body']['request']['runId']}" for r in failed)
+    )
     kinds = {r["body"]["outcome"] for r in records}
     return "entry points", len(records) == 11 and kinds == {"succeeded", "failed", "rejected"} and len(failed) == 3
 
@@ -135,8 +151,13 @@ def _http(stack: WireStack, method: str, run_id: str, flag: Any) -> requests.Res
     """One request to the stand-in, with the function key and the webhook signature."""
     if method == "POST":
         url = f"{stack.host.url}/api/archive-events"
-        payload: Any = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "/pipelines/nightly", "type": "Acr.Run.ArchiveRequested",
-                        "data": {"registryName": REGISTRY, "runId": run_id, "isArchiveEnabled": flag}}
+        payload: Any = {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "/pipelines/nightly",
+            "type": "Acr.Run.ArchiveRequested",
+            "data": {"registryName": REGISTRY, "runId": run_id, "isArchiveEnabled": flag},
+        }
     else:
         url = f"{stack.host.url}/api{_resource_id(run_id)}?api-version=2019-04-01"
         payload = {"isArchiveEnabled": flag}
@@ -156,11 +177,16 @@ def _table(records: list[dict[str, Any]]) -> None:
         body = record["body"]
         run = (body["request"] or {}).get("runId", "-")
         properties = (body["run"] or {}).get("properties", {})
-        detail = (f"{body['error']['code']}: {body['error']['message']}" if body["error"]
-                  else f"status={properties.get('status')} isArchiveEnabled={properties.get('isArchiveEnabled')}")
+        detail = (
+            f"{body['error']['code']}: {body['error']['message']}"
+            if body["error"]
+            else f"status={properties.get('status')} isArchiveEnabled={properties.get('isArchiveEnabled')}"
+        )
         status = record["application_properties"].get("httpStatus", "-")
         delivery = body["deliveryCount"] if body["deliveryCount"] is not None else "-"
-        print(f"  {body['source']:<10} {body['outcome']:<9} {record['subject']:<24} {run:<40} {delivery!s:>3} {body['attempts']:>5} {status!s:>4}  {detail[:70]}")
+        print(
+            f"  {body['source']:<10} {body['outcome']:<9} {record['subject']:<24} {run:<40} {delivery!s:>3} {body['attempts']:>5} {status!s:>4}  {detail[:70]}"
+        )
 
 
 # ---- Service Bus flows ---------------------------------------------------------------------------------
@@ -183,8 +209,10 @@ def _redelivery(stack: WireStack) -> tuple[str, bool]:
     (message_id,) = send_events(stack, [_event("flaky1", True)])
     (record,) = receive_outcomes(stack, "all-outcomes", 1, timeout=TIMEOUT)
     body = record["body"]
-    print(f"  outcome {body['outcome']} for {message_id} on delivery {body['deliveryCount']} "
-          f"(the broker's delivery count went 1 -> 2 -> 3; nothing was published for deliveries 1 and 2)")
+    print(
+        f"  outcome {body['outcome']} for {message_id} on delivery {body['deliveryCount']} "
+        f"(the broker's delivery count went 1 -> 2 -> 3; nothing was published for deliveries 1 and 2)"
+    )
     return "redelivery", (body["outcome"], body["deliveryCount"]) == ("succeeded", 3)
 
 
@@ -195,17 +223,24 @@ def _dead_letter_and_resubmit(stack: WireStack) -> tuple[str, bool]:
     (message_id,) = send_events(stack, [_event("doomed1", True)])
     (failed,) = receive_outcomes(stack, "failed-outcomes", 1, timeout=TIMEOUT)
     error = failed["body"]["error"]
-    print(f"  failed-outcomes: {failed['subject']} {error['code']} retryable={error['retryable']} on delivery {failed['body']['deliveryCount']}")
+    print(
+        f"  failed-outcomes: {failed['subject']} {error['code']} retryable={error['retryable']} on delivery {failed['body']['deliveryCount']}"
+    )
     _wait("the dead letter", lambda: stack.servicebus.dead_letters(stack.queue))
     status, out, _ = stack.cli("dead-letters", "list", "--wait", "1")
     print("  $ acr-archiver dead-letters list\n" + "\n".join(f"    {line}" for line in out.splitlines()))
     status, out, _ = stack.cli("dead-letters", "resubmit", "--wait", "1")
-    print("  $ acr-archiver dead-letters resubmit   (the fault has cleared)\n" + "\n".join(f"    {line}" for line in out.splitlines()))
+    print(
+        "  $ acr-archiver dead-letters resubmit   (the fault has cleared)\n"
+        + "\n".join(f"    {line}" for line in out.splitlines())
+    )
     records = receive_outcomes(stack, "all-outcomes", 2, timeout=TIMEOUT)
     ends = [r["body"]["outcome"] for r in records]
     run = stack.arm.get_run(SUBSCRIPTION, GROUP, REGISTRY, "doomed1")["properties"]["isArchiveEnabled"]
-    print(f"  all-outcomes: {' then '.join(ends)}; run doomed1 isArchiveEnabled={run}; dead-letter queue now holds "
-          f"{len(stack.servicebus.dead_letters(stack.queue))}")
+    print(
+        f"  all-outcomes: {' then '.join(ends)}; run doomed1 isArchiveEnabled={run}; dead-letter queue now holds "
+        f"{len(stack.servicebus.dead_letters(stack.queue))}"
+    )
     ok = status == 0 and ends == ["failed", "succeeded"] and run is True and failed["body"]["inboundMessageId"] == message_id
     return "dead letter and resubmit", ok
 
@@ -220,8 +255,10 @@ def _reschedule(stack: WireStack) -> tuple[str, bool]:
     print(f"  scheduled on {stack.queue}: {scheduled['message_id']} {scheduled['application_properties']}")
     (record,) = receive_outcomes(stack, "all-outcomes", 1, timeout=TIMEOUT)
     body = record["body"]
-    print(f"  {time.monotonic() - sent:.1f} s later: outcome {body['outcome']} inboundMessageId={body['inboundMessageId']} "
-          f"message id {record['message_id']}")
+    print(
+        f"  {time.monotonic() - sent:.1f} s later: outcome {body['outcome']} inboundMessageId={body['inboundMessageId']} "
+        f"message id {record['message_id']}"
+    )
     return "re-schedule", body["outcome"] == "succeeded" and body["inboundMessageId"] == message_id
 
 
@@ -230,12 +267,16 @@ def _discovery(stack: WireStack, pusher: dict[str, Any]) -> tuple[str, bool]:
     print(f"\n-- discovery: policy {POLICY['name']!r} on {PLATFORM} (400 seeded runs, ARM pages of 10) --")
     response = _signed(stack, "POST", f"{stack.host.url}/api/archive-policies/{POLICY['name']}/sweep", {})
     summary = response.json()
-    print(f"  POST /api/archive-policies/{POLICY['name']}/sweep -> HTTP {response.status_code}: {summary['outcome']}, "
-          f"{summary['pages']} pages, matched {summary['matched']}, enqueued {summary['enqueued']}")
+    print(
+        f"  POST /api/archive-policies/{POLICY['name']}/sweep -> HTTP {response.status_code}: {summary['outcome']}, "
+        f"{summary['pages']} pages, matched {summary['matched']}, enqueued {summary['enqueued']}"
+    )
     records = receive_outcomes(stack, "all-outcomes", summary["enqueued"] + 1, timeout=TIMEOUT)
     subjects = [r["subject"] for r in records]
     archived = sum(r["body"].get("outcome") == "succeeded" and r["subject"] == "RunArchiveUpdated" for r in records)
-    print(f"  all-outcomes: {subjects.count('ArchivePolicySwept')} ArchivePolicySwept summary, {archived} runs archived through the queue")
+    print(
+        f"  all-outcomes: {subjects.count('ArchivePolicySwept')} ArchivePolicySwept summary, {archived} runs archived through the queue"
+    )
     pushed_ok = _image_pushed(stack, pusher)
     drain(stack, "failed-outcomes", quiet=0.2)
     ok = response.status_code == 200 and summary["pages"] > 1 and archived == summary["enqueued"] > 0 and pushed_ok
@@ -250,19 +291,27 @@ def _pushes_image(run: dict[str, Any]) -> bool:
 def _image_pushed(stack: WireStack, pusher: dict[str, Any]) -> bool:
     """An Event Grid ImagePushed event over HTTP archives the run that pushed the image."""
     image = pusher["properties"]["outputImages"][0]
-    registry_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{PLATFORM}"
+    registry_id = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{PLATFORM}"
+    )
     push = {
-        "id": str(uuid.uuid4()), "topic": registry_id, "subject": f"{image['repository']}:{image['tag']}",
-        "eventType": "Microsoft.ContainerRegistry.ImagePushed", "eventTime": "2026-12-01T10:00:00Z", "dataVersion": "1.0",
+        "id": str(uuid.uuid4()),
+        "topic": registry_id,
+        "subject": f"{image['repository']}:{image['tag']}",
+        "eventType": "Microsoft.ContainerRegistry.ImagePushed",
+        "eventTime": "2026-12-01T10:00:00Z",
+        "dataVersion": "1.0",
         "data": {"action": "push", "target": {"repository": image["repository"], "digest": image["digest"], "tag": image["tag"]}},
     }
     response = _signed(stack, "POST", f"{stack.host.url}/api/archive-events", [push])
     outcomes = response.json()["outcomes"]
     (record,) = receive_outcomes(stack, "all-outcomes", 1, timeout=TIMEOUT)
     archived = stack.arm.get_run(SUBSCRIPTION, GROUP, PLATFORM, pusher["name"])["properties"]["isArchiveEnabled"]
-    print(f"  ImagePushed {image['repository']}@{image['digest'][:19]}... -> HTTP {response.status_code}, "
-          + ", ".join(f"{o['outcome']} run {o['request']['runId'] if o['request'] else '-'}" for o in outcomes)
-          + f"; topic got {record['subject']} (source {record['body']['source']}); isArchiveEnabled={archived}")
+    print(
+        f"  ImagePushed {image['repository']}@{image['digest'][:19]}... -> HTTP {response.status_code}, "
+        + ", ".join(f"{o['outcome']} run {o['request']['runId'] if o['request'] else '-'}" for o in outcomes)
+        + f"; topic got {record['subject']} (source {record['body']['source']}); isArchiveEnabled={archived}"
+    )
     return response.status_code == 200 and archived is True
 
 

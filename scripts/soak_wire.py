@@ -92,7 +92,8 @@ class WireSoakReport:
     @property
     def ok(self) -> bool:
         """Nothing lost, duplicated or ended wrongly, and the failed-outcomes rule matched."""
-        return not self.problems and (self.lost, self.duplicates, self.wrong_ends, self.failed_subscription_mismatch) == (0, 0, 0, 0)
+        counts = (self.lost, self.duplicates, self.wrong_ends, self.failed_subscription_mismatch)
+        return not self.problems and counts == (0, 0, 0, 0)
 
 
 def _wire_event(event: PlannedEvent) -> PlannedEvent:
@@ -102,8 +103,12 @@ def _wire_event(event: PlannedEvent) -> PlannedEvent:
     run_id = f"wire-{event.index:05d}"
     body = event.body.replace(event.run_id.encode(), run_id.encode())
     scenario = event.scenario
-    keep = scenario is not None and not scenario.token and not scenario.publish and (
-        scenario.lro is None or event.persistence in ("in-process", "final"))
+    keep = (
+        scenario is not None
+        and not scenario.token
+        and not scenario.publish
+        and (scenario.lro is None or event.persistence in ("in-process", "final"))
+    )
     if scenario is not None and not keep:
         return replace(event, run_id=run_id, body=body, scenario=None, persistence=None, faulted_deliveries=0)
     return replace(event, run_id=run_id, body=body)
@@ -111,8 +116,14 @@ def _wire_event(event: PlannedEvent) -> PlannedEvent:
 
 def wire_plan(config: WireSoakConfig) -> list[PlannedEvent]:
     """The seeded plan, each event on its own run."""
-    planned = plan_events(config.events, config.events, config.seed, fault_rate=config.fault_rate,
-                          invalid_rate=config.invalid_rate, max_deliveries=config.max_delivery_count)
+    planned = plan_events(
+        config.events,
+        config.events,
+        config.seed,
+        fault_rate=config.fault_rate,
+        invalid_rate=config.invalid_rate,
+        max_deliveries=config.max_delivery_count,
+    )
     return [_wire_event(event) for event in planned]
 
 
@@ -128,13 +139,17 @@ def _script(stack: WireStack, event: PlannedEvent) -> None:
         stack.arm.script(event.run_id, *faults)
 
 
-def _receive_all(stack: WireStack, subscription: str, expected: int, quiet: float,
-                 progress: Callable[[str], None]) -> list[dict[str, Any]]:
+def _receive_all(
+    stack: WireStack, subscription: str, expected: int, quiet: float, progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     last = time.monotonic()
-    with stack.client() as client, client.get_subscription_receiver(
-        stack.topic, subscription, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE, prefetch_count=100
-    ) as receiver:
+    with (
+        stack.client() as client,
+        client.get_subscription_receiver(
+            stack.topic, subscription, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE, prefetch_count=100
+        ) as receiver,
+    ):
         while len(records) < expected and time.monotonic() - last < quiet:
             batch = receiver.receive_messages(max_message_count=100, max_wait_time=1)
             if batch:
@@ -151,16 +166,17 @@ def run_wire_soak(config: WireSoakConfig, *, progress: Callable[[str], None] = l
     report = WireSoakReport(events=len(events))
     report.scenarios = dict(Counter(event.scenario.name for event in events if event.scenario is not None))
     started = time.monotonic()
-    with wire_stack(config.settings(), config=entity_config(max_delivery_count=config.max_delivery_count, lock_seconds=config.lock_seconds),
-                    arm_options={"auto_create": True}) as stack:
+    entities = entity_config(max_delivery_count=config.max_delivery_count, lock_seconds=config.lock_seconds)
+    with wire_stack(config.settings(), config=entities, arm_options={"auto_create": True}) as stack:
         for event in events:
             _script(stack, event)
         with stack.client() as client, client.get_queue_sender(stack.queue) as sender:
             for start in range(0, len(events), 100):
-                sender.send_messages([ServiceBusMessage(e.body, message_id=e.message_id) for e in events[start:start + 100]])
+                sender.send_messages([ServiceBusMessage(e.body, message_id=e.message_id) for e in events[start : start + 100]])
         report.publish_rejections = round(len(events) * config.publish_rejections)
         if report.publish_rejections:
-            stack.servicebus.reject_sends(report.publish_rejections, SendRejection("amqp:not-allowed", "the topic is unavailable (soak)"))
+            refusal = SendRejection("amqp:not-allowed", "the topic is unavailable (soak)")
+            stack.servicebus.reject_sends(report.publish_rejections, refusal)
         progress(f"queued {len(events)} events on {stack.queue}; {report.publish_rejections} outcome publishes will be refused")
         outcomes = _receive_all(stack, "all-outcomes", len(events), config.quiet_seconds, progress)
         failed = _receive_all(stack, "failed-outcomes", sum(o["body"]["outcome"] == "failed" for o in outcomes), 2.0, progress)
@@ -174,8 +190,14 @@ def run_wire_soak(config: WireSoakConfig, *, progress: Callable[[str], None] = l
     return report
 
 
-def _account(report: WireSoakReport, events: list[PlannedEvent], outcomes: list[dict[str, Any]], failed: list[dict[str, Any]],
-             dead: set[str], left: list[dict[str, Any]]) -> None:
+def _account(
+    report: WireSoakReport,
+    events: list[PlannedEvent],
+    outcomes: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    dead: set[str],
+    left: list[dict[str, Any]],
+) -> None:
     by_event: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in outcomes:
         by_event[str(record["body"]["inboundMessageId"])].append(record)
@@ -187,7 +209,7 @@ def _account(report: WireSoakReport, events: list[PlannedEvent], outcomes: list[
             report.dead_lettered += 1
             if event.expected_end != "dead_lettered":
                 report.wrong_ends += 1
-                report.problems.append(f"{event.message_id}: dead-lettered without an outcome, its plan says {event.expected_end}")
+                report.problems.append(f"{event.message_id}: dead-lettered without an outcome, planned {event.expected_end}")
             continue
         if not received:
             report.lost += 1
@@ -210,19 +232,30 @@ def _account(report: WireSoakReport, events: list[PlannedEvent], outcomes: list[
     expected_failed = sorted(r["message_id"] for r in outcomes if r["body"]["outcome"] == "failed")
     report.failed_subscription_mismatch = len(set(expected_failed) ^ {r["message_id"] for r in failed})
     if left:
-        report.problems.append(f"{len(left)} message(s) still on the queue: "
-                               + ", ".join(f"{m['message_id']} (delivery count {m['delivery_count']}, locked {m['locked']})" for m in left[:5]))
+        report.problems.append(
+            f"{len(left)} message(s) still on the queue: "
+            + ", ".join(f"{m['message_id']} (delivery {m['delivery_count']}, locked {m['locked']})" for m in left[:5])
+        )
 
 
 def summary(report: WireSoakReport) -> str:
     """The figures as a small table."""
-    rows = [("events", report.events), ("succeeded", report.succeeded), ("failed", report.failed), ("rejected", report.rejected),
-            ("dead-lettered", report.dead_lettered),
-            ("  of which without outcome (last publish refused)", report.dead_lettered_unpublished), ("lost", report.lost), ("duplicates", report.duplicates),
-            ("wrong ends", report.wrong_ends), ("redeliveries (abandons)", report.redelivered),
-            ("final failures repeated after a refused publish", report.final_repeated),
-            ("outcome publishes refused by the broker", report.publish_rejections),
-            ("repeated outcomes dropped by the topic", report.topic_duplicates_dropped),
-            ("failed-outcomes mismatches", report.failed_subscription_mismatch),
-            ("seconds", report.seconds), ("events/s", report.events_per_second)]
+    rows = [
+        ("events", report.events),
+        ("succeeded", report.succeeded),
+        ("failed", report.failed),
+        ("rejected", report.rejected),
+        ("dead-lettered", report.dead_lettered),
+        ("  of which without outcome (last publish refused)", report.dead_lettered_unpublished),
+        ("lost", report.lost),
+        ("duplicates", report.duplicates),
+        ("wrong ends", report.wrong_ends),
+        ("redeliveries (abandons)", report.redelivered),
+        ("final failures repeated after a refused publish", report.final_repeated),
+        ("outcome publishes refused by the broker", report.publish_rejections),
+        ("repeated outcomes dropped by the topic", report.topic_duplicates_dropped),
+        ("failed-outcomes mismatches", report.failed_subscription_mismatch),
+        ("seconds", report.seconds),
+        ("events/s", report.events_per_second),
+    ]
     return "\n".join(f"{name:<42} {value:>8}" for name, value in rows)

@@ -117,7 +117,8 @@ def wire_stack(
         running.callback(_restore, saved)
         app = build_app(env)
         running.callback(app.close)
-        host = running.enter_context(FunctionsHost(app, env, options=options or HostOptions.load(ROOT / "host.json"), port=0, timers=False))
+        options = options or HostOptions.load(ROOT / "host.json")
+        host = running.enter_context(FunctionsHost(app, env, options=options, port=0, timers=False))
         yield WireStack(arm, identity, servicebus, host, app, env)
 
 
@@ -145,8 +146,9 @@ def outcome_record(message: ServiceBusReceivedMessage) -> dict[str, Any]:
     }
 
 
-def receive_outcomes(stack: WireStack, subscription: str, count: int, *, timeout: float = 30.0,
-                     settle: bool = True) -> list[dict[str, Any]]:
+def receive_outcomes(
+    stack: WireStack, subscription: str, count: int, *, timeout: float = 30.0, settle: bool = True
+) -> list[dict[str, Any]]:
     """Receive `count` outcomes from a subscription with the real client (fewer if `timeout` passes first)."""
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -162,9 +164,12 @@ def receive_outcomes(stack: WireStack, subscription: str, count: int, *, timeout
 def drain(stack: WireStack, subscription: str, *, quiet: float = 0.5) -> list[dict[str, Any]]:
     """Every outcome the subscription holds now (receive until it stays empty for `quiet` seconds)."""
     records: list[dict[str, Any]] = []
-    with stack.client() as client, client.get_subscription_receiver(
-        stack.topic, subscription, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
-    ) as receiver:
+    with (
+        stack.client() as client,
+        client.get_subscription_receiver(
+            stack.topic, subscription, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver,
+    ):
         while True:
             batch = receiver.receive_messages(max_message_count=100, max_wait_time=quiet)
             if not batch:

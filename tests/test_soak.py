@@ -201,7 +201,7 @@ def test_identity_failures_never_stack_up_between_workers() -> None:
 
 
 def test_200_events_over_the_wire_are_each_accounted_for_from_the_subscriptions() -> None:
-    """`make soak WIRE=1` at N=200: the broker redelivers and dead-letters, the topic's subscriptions hold one outcome per event."""
+    """`make soak WIRE=1` at N=200: the broker redelivers and dead-letters; the subscriptions hold one outcome per event."""
     from scripts.soak_wire import WireSoakConfig, run_wire_soak
 
     # given 200 events, 2% invalid and 10% meeting a fault, and the broker refusing 2 outcome publishes

@@ -32,12 +32,18 @@ def test_send_enqueues_validated_events_that_the_app_archives(stack: WireStack) 
     assert status == 0, err
     ((sent),) = _lines(out)
     (record,) = receive_outcomes(stack, "all-outcomes", 1)
-    assert (sent["queue"], record["body"]["inboundMessageId"], record["body"]["outcome"]) == (stack.queue, sent["messageId"], "succeeded")
+    assert (sent["queue"], record["body"]["inboundMessageId"], record["body"]["outcome"]) == (
+        stack.queue,
+        sent["messageId"],
+        "succeeded",
+    )
 
 
 def test_send_refuses_an_invalid_event_and_enqueues_nothing(stack: WireStack) -> None:
     """An invalid event among valid ones: exit 2 naming it, and the queue stays empty."""
-    status, _, err = stack.cli("send", json.dumps({"runId": RUN, "isArchiveEnabled": True}), json.dumps({"runId": RUN, "isArchiveEnabled": "yes"}))
+    status, _, err = stack.cli(
+        "send", json.dumps({"runId": RUN, "isArchiveEnabled": True}), json.dumps({"runId": RUN, "isArchiveEnabled": "yes"})
+    )
     assert status == 2 and "argument 2" in err
     assert stack.servicebus.messages(stack.queue) == [] and stack.arm.stats()["patches"] == 0
 
@@ -63,7 +69,11 @@ def test_dead_letters_list_then_resubmit_brings_the_event_back_to_success(stack:
     status, out, err = stack.cli("dead-letters", "list", "-o", "json", "--wait", "2")
     assert status == 0, err
     (dead,) = _lines(out)
-    assert (dead["messageId"], dead["deadLetterReason"], dead["deliveryCount"]) == (message_id, "MaxDeliveryCountExceeded", MAX_DELIVERIES)
+    assert (dead["messageId"], dead["deadLetterReason"], dead["deliveryCount"]) == (
+        message_id,
+        "MaxDeliveryCountExceeded",
+        MAX_DELIVERIES,
+    )
     status, out, err = stack.cli("dead-letters", "resubmit", "-o", "json", "--wait", "2")
     assert status == 0, err
     (resubmitted,) = _lines(out)

@@ -22,7 +22,12 @@ from scripts.wire import WireStack, drain, entity_config, receive_outcomes, send
 
 SUBSCRIPTION, GROUP, REGISTRY, RUN = SEED_RUN
 MAX_DELIVERIES = 3
-FAST = {"ARM_MAX_ATTEMPTS": "1", "ARM_RETRY_MAX_SECONDS": "1", "MAX_DELIVERY_COUNT": str(MAX_DELIVERIES), "LRO_TIMEOUT_SECONDS": "1"}
+FAST = {
+    "ARM_MAX_ATTEMPTS": "1",
+    "ARM_RETRY_MAX_SECONDS": "1",
+    "MAX_DELIVERY_COUNT": str(MAX_DELIVERIES),
+    "LRO_TIMEOUT_SECONDS": "1",
+}
 
 
 @pytest.fixture
@@ -69,12 +74,20 @@ def _publish_refused_once(stack: WireStack) -> None:
 
 
 ROWS = {
-    "arm-404-is-final-failed-completed": Row(_nothing, "failed", "ResourceNotFound", 1, 1, 0, False, {"runId": "missing1", "isArchiveEnabled": True}),
-    "invalid-event-rejected-completed": Row(_nothing, "rejected", "InvalidEvent", 1, 1, 0, False, {"runId": "../x", "isArchiveEnabled": True}),
+    "arm-404-is-final-failed-completed": Row(
+        _nothing, "failed", "ResourceNotFound", 1, 1, 0, False, {"runId": "missing1", "isArchiveEnabled": True}
+    ),
+    "invalid-event-rejected-completed": Row(
+        _nothing, "rejected", "InvalidEvent", 1, 1, 0, False, {"runId": "../x", "isArchiveEnabled": True}
+    ),
     "transient-redelivered-then-succeeded": Row(_unavailable(2), "succeeded", None, 3, 1, 2, False),
-    "transient-on-the-last-delivery-failed-and-dead-lettered": Row(_unavailable(MAX_DELIVERIES), "failed", "ServiceUnavailable", 3, 0, 3, True),
+    "transient-on-the-last-delivery-failed-and-dead-lettered": Row(
+        _unavailable(MAX_DELIVERIES), "failed", "ServiceUnavailable", 3, 0, 3, True
+    ),
     "update-ended-failed-completed": Row(_lro_failed, "failed", "LroFailed", 1, 1, 0, False),
-    "publish-refused-redelivered-then-published": Row(_publish_refused_once, "succeeded", None, 2, 1, 1, False, armed_after_send=True),
+    "publish-refused-redelivered-then-published": Row(
+        _publish_refused_once, "succeeded", None, 2, 1, 1, False, armed_after_send=True
+    ),
 }
 
 
@@ -133,14 +146,21 @@ def test_a_transient_fault_is_redelivered_by_the_broker_with_a_growing_delivery_
     (message_id,) = send_events(stack, [{"runId": RUN, "isArchiveEnabled": True}])
     (record,) = receive_outcomes(stack, "all-outcomes", 1)
     assert seen == [1, 2, 3]
-    assert (record["body"]["outcome"], record["body"]["deliveryCount"], record["body"]["inboundMessageId"]) == ("succeeded", 3, message_id)
+    assert (record["body"]["outcome"], record["body"]["deliveryCount"], record["body"]["inboundMessageId"]) == (
+        "succeeded",
+        3,
+        message_id,
+    )
 
 
 def test_the_lock_is_renewed_through_an_arm_call_longer_than_the_lock() -> None:
     """Lock duration 2 s, ARM answers after 4 s: the stand-in's AutoLockRenewer keeps the lock; one PATCH, one completion."""
     # 2 s, not 1: the SDK's renewer wakes every 0.5 s and the renewal hops to the receive thread (Service Bus's minimum is 5 s).
-    with wire_stack(FAST, config=entity_config(lock_seconds=2, max_delivery_count=MAX_DELIVERIES),
-                    options=HostOptions(max_auto_lock_renewal_duration=60.0)) as stack:
+    with wire_stack(
+        FAST,
+        config=entity_config(lock_seconds=2, max_delivery_count=MAX_DELIVERIES),
+        options=HostOptions(max_auto_lock_renewal_duration=60.0),
+    ) as stack:
         stack.arm.script(RUN, Fault.delay(4))
         (message_id,) = send_events(stack, [{"runId": RUN, "isArchiveEnabled": True}])
         (record,) = receive_outcomes(stack, "all-outcomes", 1)
@@ -152,14 +172,21 @@ def test_the_lock_is_renewed_through_an_arm_call_longer_than_the_lock() -> None:
 
 def test_without_renewal_the_lock_expires_during_the_arm_call_and_the_broker_redelivers() -> None:
     """maxAutoLockRenewalDuration 0: the 1 s lock lapses under a 3 s ARM call; the broker redelivers (count 2), the late completion fails."""
-    with wire_stack(FAST, config=entity_config(lock_seconds=1, max_delivery_count=MAX_DELIVERIES),
-                    options=HostOptions(max_auto_lock_renewal_duration=0.0)) as stack:
+    with wire_stack(
+        FAST,
+        config=entity_config(lock_seconds=1, max_delivery_count=MAX_DELIVERIES),
+        options=HostOptions(max_auto_lock_renewal_duration=0.0),
+    ) as stack:
         stack.arm.script(RUN, Fault.delay(3))
         send_events(stack, [{"runId": RUN, "isArchiveEnabled": True}])
-        assert stack.listener.settlement.wait_for(lambda s: s.completed == 1 and s.failed_settlements == 1, 30)
-        (record,) = drain(stack, "all-outcomes")  # the second publish of the same outcome id was a duplicate
-        assert stack.arm.stats()["patches"] == 2 and stack.servicebus.duplicates_dropped(stack.topic) == 1
-        assert record["body"]["deliveryCount"] in (1, 2)
+        # every delivery is one invocation, one PATCH and one settlement; on a loaded machine a redelivery may lapse too
+        assert stack.listener.settlement.wait_for(
+            lambda s: s.completed == 1 and s.completed + s.failed_settlements == stack.arm.stats()["patches"], 30
+        )
+        invocations = stack.arm.stats()["patches"]
+        (record,) = drain(stack, "all-outcomes")  # the later publishes of the same outcome id were duplicates
+        assert invocations >= 2 and stack.servicebus.duplicates_dropped(stack.topic) == invocations - 1
+        assert 1 <= record["body"]["deliveryCount"] <= invocations
 
 
 def test_a_long_throttle_schedules_a_copy_that_is_processed_later(stack: WireStack) -> None:
@@ -172,6 +199,10 @@ def test_a_long_throttle_schedules_a_copy_that_is_processed_later(stack: WireSta
     assert stack.listener.settlement.wait_for(lambda s: s.completed >= 1, 10)
     assert drain(stack, "all-outcomes", quiet=0.2) == []  # nothing is published for the original
     (record,) = receive_outcomes(stack, "all-outcomes", 1)
-    assert (record["body"]["outcome"], record["body"]["inboundMessageId"], record["correlation_id"]) == ("succeeded", message_id, message_id)
+    assert (record["body"]["outcome"], record["body"]["inboundMessageId"], record["correlation_id"]) == (
+        "succeeded",
+        message_id,
+        message_id,
+    )
     assert record["message_id"].startswith(message_id)
     assert stack.arm.get_run(SUBSCRIPTION, GROUP, REGISTRY, RUN)["properties"]["isArchiveEnabled"] is True
