@@ -34,6 +34,7 @@ SEED_RUN = "0accec26-d6de-4757-8e74-d080f38eaaab"
 MISSING_RUN = "doesnotexist1"
 SECRET = "demo-webhook-secret"
 MAX_DELIVERIES = 3
+# Locks of 10 s (renewed by the stand-in): a delivery the stand-in never saw comes round again within the demo's time.
 PLATFORM = "platformRegistry"
 POLICY = {
     "name": "release-builds",
@@ -58,7 +59,7 @@ def main() -> int:
     seeded: list[dict[str, Any]] = []
     with wire_stack(
         SETTINGS,
-        config=entity_config(max_delivery_count=MAX_DELIVERIES),
+        config=entity_config(max_delivery_count=MAX_DELIVERIES, lock_seconds=10),
         arm_options={"page_size": 10},
         prepare=lambda arm: seeded.extend(_seed(arm)),
     ) as stack:
