@@ -21,8 +21,8 @@ run: $(STAMP)  # ARM 8089, identity 8090, Service Bus 5672, functions stand-in 7
 test: $(STAMP)
 	$(PY) -m pytest
 
-soak: $(STAMP)
-	$(PY) -m scripts.soak --events 5000 --workers 16 --seed 1
+soak: $(STAMP)  # WIRE=1: 2,000 events through the local Service Bus and the host stand-in
+	$(if $(WIRE),$(PY) -m scripts.soak --wire --events 2000 --seed 1,$(PY) -m scripts.soak --events 5000 --workers 16 --seed 1)
 
 # Per-event cost, concurrency, backfill, then throughput at ARM's write limit (4 instances x 16 threads on one
 # throttled identity: pacing on / off / the SDK). Writes bench/out/; UPDATE_DOCS=1 rewrites the tracked results and docs/.

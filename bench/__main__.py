@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import backfill, cold_start, per_event
+from bench.publish import measure_publish
 from bench.clients import AppClient, BareClient, SdkClient, app_settings
 from bench.logs import host_logging
 from bench.report import machine, render_table, update_doc, write_json, write_plot
@@ -121,6 +122,8 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
         details_backfill = backfill.measure(options.backfill_runs, anchor_runs=options.import_runs)
     else:
         details_backfill = None
+    _say(f"publish over AMQP: {options.events} events, outcomes to the local Service Bus on loopback")
+    publish = measure_publish(options.events, options.warmup)
     app, bare, sdk = (rows[name]["median_us"] for name in ("app", "bare", "sdk"))
     results = {
         "per_event_us": {"bare": round(bare, 1), "app": round(app, 1), "sdk": round(sdk, 1)},
@@ -135,6 +138,8 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
         "sb_senders": load["reuse"]["sb_senders"],
         "import_ms": {"function_app": round(cold.function_app_ms, 1), "deps": round(cold.deps_ms, 1)},
         "peak_rss_mb": round(load["peak_rss_mb"], 1),
+        "publish_amqp": {"publish_us": round(publish["publish_median_us"], 1), "event_us": round(publish["event_median_us"], 1),
+                         "share": round(publish["share_median"], 3)},
         "machine": machine(),
     }
     round_mean = {name: row["round_mean_us"] for name, row in rows.items()}
@@ -155,6 +160,7 @@ def run(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
         "import_runs": options.import_runs,
         "extra_modules": cold.extra_modules,
         "backfill": details_backfill,
+        "publish": publish,
     }
     return results, details
 

@@ -13,7 +13,7 @@ __all__ = ["RESULT_KEYS", "machine", "render_table", "update_doc", "write_json",
 
 RESULT_KEYS = (
     "per_event_us", "ratios", "concurrency", "token_fetches", "arm_connections", "sb_senders",
-    "import_ms", "peak_rss_mb", "machine",
+    "import_ms", "peak_rss_mb", "publish_amqp", "machine",
 )
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 _PACKAGES = ("requests", "urllib3", "azure-functions", "azure-servicebus", "azure-identity", "azure-core",
@@ -135,6 +135,20 @@ def render_table(results: dict[str, Any], details: dict[str, Any]) -> str:
     for level in details["concurrency"]:
         lines.append(f"| {level['workers']} | {level['events']} | {level['events_per_s']:.1f} | "
                      f"{level['ideal_events_per_s']:.0f} | {level['events_per_s'] / level['ideal_events_per_s']:.1%} |")
+    publish = details["publish"]
+    lines += [
+        "",
+        f"Publish over AMQP: the queue function with its real ServiceBusPublisher, the outcome sent to the local Service Bus "
+        f"on loopback (`emulators.servicebus`); {publish['events']} events, each publish timed inside its event.",
+        "",
+        "| per event, outcome published over AMQP | median µs | p90 µs |",
+        "|---|---:|---:|",
+        f"| the event end to end (ARM PATCH + publish) | {publish['event_median_us']:.0f} | {publish['event_p90_us']:.0f} |",
+        f"| its `publish` (encode, transfer, accepted disposition) | {publish['publish_median_us']:.0f} "
+        f"| {publish['publish_p90_us']:.0f} |",
+        f"| publish's share of the event | {publish['share_median']:.1%} (median of events) "
+        f"| {publish['share_of_totals']:.1%} (of the totals) |",
+    ]
     reuse = details["reuse"]
     cold = results["import_ms"]
     lines += [

@@ -46,13 +46,15 @@ def test_a_tiny_benchmark_run_writes_results_with_exactly_the_required_keys(tmp_
     assert isinstance(results["arm_connections"], int) and 1 <= results["arm_connections"] <= 2
     assert set(results["import_ms"]) == {"function_app", "deps"} and all(v > 0 for v in results["import_ms"].values())
     assert isinstance(results["peak_rss_mb"], float) and results["peak_rss_mb"] > 0
+    assert set(results["publish_amqp"]) == {"publish_us", "event_us", "share"}
+    assert 0 < results["publish_amqp"]["publish_us"] < results["publish_amqp"]["event_us"] and 0 < results["publish_amqp"]["share"] < 1
     assert isinstance(results["machine"], dict) and results["machine"]["python"]
 
     backfill = json.loads((tmp_path / "backfill.json").read_text())  # its own file: results.json keeps RESULT_KEYS
     assert backfill["runs"] == 300 and backfill["end_to_end_runs_per_s"] > 0 and backfill["anchor"]["process_s"] > 0
     assert plot.read_bytes().startswith(b"\x89PNG")
     text = doc.read_text()
-    assert "PREVIOUS-TABLE" not in text and "| **(b) app**" in text and text.endswith(f"{END}\n\nafter\n")
+    assert "PREVIOUS-TABLE" not in text and "| **(b) app**" in text and "publish's share of the event" in text and text.endswith(f"{END}\n\nafter\n")
 
 
 def test_a_default_run_leaves_git_status_clean_and_update_docs_writes_the_tracked_files() -> None:

@@ -198,3 +198,16 @@ def test_identity_failures_never_stack_up_between_workers() -> None:
     finally:
         identity.stop()
     assert seen == [1] * 64
+
+
+def test_200_events_over_the_wire_are_each_accounted_for_from_the_subscriptions() -> None:
+    """`make soak WIRE=1` at N=200: the broker redelivers and dead-letters; the subscriptions hold one outcome per event."""
+    from scripts.soak_wire import WireSoakConfig, run_wire_soak
+
+    # given 200 events, 2% invalid and 10% meeting a fault, and the broker refusing 2 outcome publishes
+    report = run_wire_soak(WireSoakConfig(events=200, seed=1))
+    # then every event has exactly one outcome on the topic, ending as its plan says
+    assert report.ok, report.problems
+    assert report.succeeded + report.failed + report.rejected + report.dead_lettered == report.events == 200
+    # and the faults did bite over the wire: redeliveries, dead letters, refused publishes
+    assert report.redelivered > 0 and report.dead_lettered > 0 and report.rejected > 0 and report.publish_rejections == 2
