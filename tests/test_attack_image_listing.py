@@ -50,6 +50,7 @@ class ListingArm(LoopbackServer):
         self.lock = threading.Lock()
 
     def handle(self, exchange: Exchange) -> None:
+        """Runs - List: the scripted page named by `page`; PATCH: the updated Run."""
         if exchange.command == "GET" and exchange.segments[-1] == "runs":
             index = int(exchange.query_value("page") or 0)
             body: dict[str, Any] = {"value": self.pages[index]}
@@ -67,14 +68,15 @@ class ListingArm(LoopbackServer):
 def pushed(repository: str = "app") -> dict[str, Any]:
     """An Event Grid ImagePushed event of `repository@DIGEST` on REGISTRY_ID."""
     return {
-        "id": "push-evt-1", "topic": REGISTRY_ID, "subject": f"{repository}:v1", "eventType": "Microsoft.ContainerRegistry.ImagePushed",
-        "eventTime": "2026-11-27T16:30:00Z", "dataVersion": "1.0",
+        "id": "push-evt-1", "topic": REGISTRY_ID, "subject": f"{repository}:v1",
+        "eventType": "Microsoft.ContainerRegistry.ImagePushed", "eventTime": "2026-11-27T16:30:00Z", "dataVersion": "1.0",
         "data": {"target": {"repository": repository, "digest": DIGEST, "tag": "v1"}},
     }
 
 
 @pytest.fixture
 def running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Emulators]:
+    """Identity and ARM emulators; each test points ARM_ENDPOINT at its own hostile listing server."""
     with start_emulators(monkeypatch, tmp_path) as emulators:
         yield emulators
 
@@ -89,10 +91,11 @@ def test_a_run_listed_twice_is_archived_once_with_one_outcome(
         monkeypatch.setenv("ARM_ENDPOINT", server.url)
         body = json.dumps(pushed()).encode()
         if entry == "queue":
-            message = ServiceBusMessage(body=body, message_id="push-1", delivery_count=1, application_properties={}, user_properties={})
+            message = ServiceBusMessage(body=body, message_id="push-1", delivery_count=1, application_properties={})
             assert functions()["archive_queue"](message) is None
         else:
-            request = http_request("POST", "archive-events", body=body, headers={"Content-Type": "application/json", "x-correlation-id": "c1"})
+            headers = {"Content-Type": "application/json", "x-correlation-id": "c1"}
+            request = http_request("POST", "archive-events", body=body, headers=headers)
             response = functions()["archive_events"](request)
             assert response.status_code == 200
             assert len(response_json(response)["outcomes"]) == len({r["name"] for page in pages for r in page})
