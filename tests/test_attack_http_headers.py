@@ -28,7 +28,9 @@ HOSTILE_ORIGINS = {
     "space-inside": "evil example",
     "huge": "e" * 100_000,
 }
-GOOD_ORIGINS = {"event-grid": "eventgrid.azure.net", "single-label": "x", "with-port": "localhost:7071", "upper": "EventGrid.Azure.NET"}
+GOOD_ORIGINS = {
+    "event-grid": "eventgrid.azure.net", "single-label": "x", "with-port": "localhost:7071", "upper": "EventGrid.Azure.NET",
+}
 
 
 @pytest.fixture

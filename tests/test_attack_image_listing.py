@@ -91,7 +91,9 @@ def test_a_run_listed_twice_is_archived_once_with_one_outcome(
         monkeypatch.setenv("ARM_ENDPOINT", server.url)
         body = json.dumps(pushed()).encode()
         if entry == "queue":
-            message = ServiceBusMessage(body=body, message_id="push-1", delivery_count=1, application_properties={})
+            message = ServiceBusMessage(
+                body=body, message_id="push-1", delivery_count=1, application_properties={}, user_properties={}
+            )
             assert functions()["archive_queue"](message) is None
         else:
             headers = {"Content-Type": "application/json", "x-correlation-id": "c1"}
