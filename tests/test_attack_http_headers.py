@@ -1,9 +1,9 @@
 """Attack on the HTTP routes' headers (contract §6, §7): a caller's header is echoed only when it is what it claims to be.
 
 The CloudEvents webhook handshake echoes WebHook-Request-Origin into WebHook-Allowed-Origin. The CloudEvents
-webhook spec makes the origin a DNS expression; anything else (a line break that would split the answer's
-headers, characters a response header cannot carry, 100 KB) is a 400 naming the header, never an exception
-and never an echo.
+webhook spec makes the origin a DNS expression; what is not 1-255 visible ASCII characters (a line break that
+would split the answer's headers, characters a response header cannot carry, blanks, 100 KB) is a 400 naming
+the header, never an exception and never an echo.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ HOSTILE_ORIGINS = {
     "huge": "e" * 100_000,
 }
 GOOD_ORIGINS = {
-    "event-grid": "eventgrid.azure.net", "single-label": "x", "with-port": "localhost:7071", "upper": "EventGrid.Azure.NET",
+    "event-grid": "eventgrid.azure.net", "single-label": "x", "with-port": "localhost:7071",
+    "with-scheme": "https://sender.example", "upper": "EventGrid.Azure.NET",
 }
 
 
