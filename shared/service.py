@@ -148,8 +148,12 @@ class Archiver:
             one = replace(inbound, id_base=image_run_id_base(base, request.run_id))
             return Result(build_outcome(one, request, result=self.arm.update_run(request)))
         except ArchiverError as error:
-            run_id = request.run_id if request is not None else str(run.get("name") if isinstance(run, dict) else "")[:128]
-            return Result.failure(replace(inbound, id_base=image_run_id_base(base, run_id)), error, request)
+            if request is not None:
+                return Result.failure(replace(inbound, id_base=image_run_id_base(base, request.run_id)), error, request)
+            # A run the app refused (ARM listed it under another registry, or without an id): its name is
+            # ARM's text, so its outcome id is kept apart from any real run's (duplicate detection keeps both).
+            name = str(run.get("name") if isinstance(run, dict) else "")[:128]
+            return Result.failure(replace(inbound, id_base=image_run_id_base(base, "refused:" + name)), error, request)
 
     def archive(self, submissions: Sequence[Submission]) -> list[Result]:
         """Process every submission, then publish and log every outcome, in order (raises PublishFailed).

@@ -106,3 +106,31 @@ def test_a_run_listed_twice_is_archived_once_with_one_outcome(
     assert sorted(server.patches) == sorted(distinct) and set(server.patches.values()) == {1}, server.patches
     assert len(records) == len(distinct)
     assert len({record["message_id"] for record in records}) == len(records)
+
+
+OTHER_REGISTRY_ID = REGISTRY_ID.replace(GROUP, "otherGroup")
+# A listed run the app refuses (not of the pushed registry) beside a real run of the same name, by order.
+COLLIDING = {
+    "refused-first": [[run_of("ca1", registry_id=OTHER_REGISTRY_ID), run_of("ca1")]],
+    "refused-after": [[run_of("ca1"), run_of("ca1", registry_id=OTHER_REGISTRY_ID)]],
+    "refused-without-id": [[{"name": "ca1"}, run_of("ca1")]],
+}
+
+
+@pytest.mark.parametrize("pages", COLLIDING.values(), ids=COLLIDING.keys())
+def test_a_refused_listed_run_never_shares_an_outcome_id_with_a_real_one(
+    running: Emulators, monkeypatch: pytest.MonkeyPatch, pages: list[list[dict[str, Any]]]
+) -> None:
+    """The real run's succeeded outcome and the refused run's rejected one have distinct ids: duplicate detection keeps both."""
+    with ListingArm(pages) as server:
+        monkeypatch.setenv("ARM_ENDPOINT", server.url)
+        message = ServiceBusMessage(
+            body=json.dumps(pushed()).encode(), message_id="push-1", delivery_count=1, application_properties={}, user_properties={}
+        )
+        assert functions()["archive_queue"](message) is None
+    records = strict_lines(running.outcome_file)
+    assert sorted(record["body"]["outcome"] for record in records) == ["rejected", "succeeded"]
+    assert server.patches == {"ca1": 1}
+    succeeded = next(record for record in records if record["body"]["outcome"] == "succeeded")
+    assert succeeded["message_id"] == "push-1:run:ca1:outcome"
+    assert len({record["message_id"] for record in records}) == 2
