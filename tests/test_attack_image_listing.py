@@ -125,7 +125,8 @@ def test_a_refused_listed_run_never_shares_an_outcome_id_with_a_real_one(
     with ListingArm(pages) as server:
         monkeypatch.setenv("ARM_ENDPOINT", server.url)
         body = json.dumps(pushed()).encode()
-        message = ServiceBusMessage(body=body, message_id="push-1", delivery_count=1, application_properties={}, user_properties={})
+        message = ServiceBusMessage(body=body, message_id="push-1", delivery_count=1, application_properties={},
+                                    user_properties={})
         assert functions()["archive_queue"](message) is None
     records = strict_lines(running.outcome_file)
     assert sorted(record["body"]["outcome"] for record in records) == ["rejected", "succeeded"]
