@@ -33,7 +33,7 @@ from shared.settings import Settings
 from shared.transport import USER_AGENT, deadline, environment_settings, new_session
 from shared.urls import follow
 
-__all__ = ["ENVIRONMENT_NAMES", "USER_AGENT", "ArmClient", "ArmResult", "environment_settings", "new_session"]
+__all__ = ["ENVIRONMENT_NAMES", "MAX_ANSWER_BYTES", "USER_AGENT", "ArmClient", "ArmResult", "environment_settings", "new_session"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,24 @@ ENVIRONMENT_NAMES = (
 """What requests reads from the environment for a request (besides ~/.netrc); the Runtime rebuilds
 the ArmClient when one of them changes."""
 
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""Decoded bytes of one ARM answer read at most (a Runs - List page is far smaller). requests inflates
+gzip and deflate, so without it ~100 KB on the wire could become gigabytes in memory."""
+_READ_CHUNK = 64 * 1024
 MAX_PAGES = 1000
 """A listing longer than this is ARM misbehaving: it ends as UnsafeLink rather than running forever."""
 _REGISTRY_PATH = re.compile(
     # Resource group names may hold Unicode letters and digits (contract §2); the path is percent-encoded below.
     r"/subscriptions/[0-9A-Fa-f-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.ContainerRegistry/registries/[A-Za-z0-9]{5,50}",
 )
+
+
+class _AnswerTooLarge(requests.RequestException):
+    """An answer longer than MAX_ANSWER_BYTES once decoded."""
+
+
 _TRANSPORT_FAILURES: tuple[tuple[type[Exception], str], ...] = (
+    (_AnswerTooLarge, f"sent an answer over {MAX_ANSWER_BYTES >> 20} MiB"),
     (requests.Timeout, "timed out"),
     (requests.exceptions.ChunkedEncodingError, "was cut off mid-answer"),
     (requests.exceptions.ContentDecodingError, "sent an answer that cannot be decoded"),
@@ -225,9 +236,10 @@ class ArmClient:
                     headers=_headers(token, request.body is not None),
                     timeout=self._timeout,
                     allow_redirects=False,
+                    stream=True,
                     **self._environment,
                 )
-                response.content  # noqa: B018 - read the whole body before the deadline ends
+                _read_bounded(response)  # the whole body, before the deadline ends
         finally:
             if request.counted:  # no answer (a transport failure) frees the slot all the same
                 self._pacer.answered(request.bucket, response.status_code if response is not None else None,
@@ -360,6 +372,22 @@ def _headers(token: str, has_body: bool) -> dict[str, str]:
     if has_body:
         headers["Content-Type"] = "application/json"
     return headers
+
+
+def _read_bounded(response: requests.Response) -> None:
+    """Read the (decoded) body into `response.content`, or raise _AnswerTooLarge past MAX_ANSWER_BYTES.
+
+    urllib3 inflates at most one chunk at a time, so a compression bomb is cut after about one chunk
+    past the bound. requests keeps a read body in `_content`, as its own `content` property does.
+    """
+    body = bytearray()
+    for chunk in response.iter_content(_READ_CHUNK):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            response.close()
+            raise _AnswerTooLarge(f"the answer passed {MAX_ANSWER_BYTES} bytes")
+    response._content = bytes(body)
+    response._content_consumed = True
 
 
 def _json_body(response: requests.Response, call: _Call) -> Any:

@@ -15,6 +15,7 @@ from shared.messaging import outcome_message_id
 
 __all__ = [
     "RAW_EVENT_LIMIT",
+    "RUN_LIMIT",
     "SUBJECTS",
     "ArmAnswer",
     "Inbound",
@@ -35,6 +36,17 @@ RAW_EVENT_LIMIT = 64 * 1024
 ERROR_CODE_LIMIT = 128
 ERROR_MESSAGE_LIMIT = 4096
 """Characters kept of an error's code (and ARM request id) and message."""
+
+RUN_LIMIT = 64 * 1024
+"""Bytes of `run` inside the outcome's JSON; past it the Run is abridged (`_bounded_run`), so the outcome
+always fits a Service Bus standard-tier message (256 KiB) beside a full rawEvent."""
+_RUN_KEYS = ("id", "name", "type")
+_RUN_PROPERTY_KEYS = (
+    "runId", "status", "provisioningState", "isArchiveEnabled", "runType", "createTime", "startTime", "finishTime",
+    "lastUpdatedTime", "task", "runErrorMessage",
+)
+_FIELD_LIMIT = 1024
+"""Bytes an abridged Run's field may take; a longer one is left out."""
 
 Source = Literal["servicebus", "http", "policy"]
 """`policy`: a run a sweep processed itself, under OUTCOME_FILE (contract §8)."""
@@ -128,7 +140,7 @@ def build_outcome(
         "outcome": kind,
         "source": inbound.source,
         "request": request.as_dict() if request is not None else None,
-        "run": result.run if result is not None else None,
+        "run": _bounded_run(result.run) if result is not None else None,
         "error": error_body(error) if error is not None else None,
         "attempts": result.attempts if result is not None else error.attempts,  # type: ignore[union-attr]
         "correlationId": inbound.correlation_id,
@@ -167,6 +179,25 @@ def _bounded_text(text: str, limit: int) -> str:
     """
     cut = text[:limit]
     return replace_lone_surrogates(cut) if has_lone_surrogate(cut) else cut
+
+
+def _bounded_run(run: Any) -> Any:
+    """ARM's Run as it answered, or past RUN_LIMIT its identity and state fields of at most _FIELD_LIMIT bytes each.
+
+    A Run too large for the topic would make the outcome unpublishable for good: every delivery would
+    PATCH again and fail to publish, and the message would be dead-lettered without an outcome.
+    """
+    if not isinstance(run, dict) or len(jsontext.encode(run)) <= RUN_LIMIT:
+        return run
+    abridged = {key: run[key] for key in _RUN_KEYS if _small(run.get(key))}
+    properties = run.get("properties")
+    if isinstance(properties, dict):
+        abridged["properties"] = {key: properties[key] for key in _RUN_PROPERTY_KEYS if _small(properties.get(key))}
+    return abridged
+
+
+def _small(value: Any) -> bool:
+    return isinstance(value, (str, bool, int, float)) and len(jsontext.encode(value)) <= _FIELD_LIMIT
 
 
 def _truncate(raw: str) -> str:

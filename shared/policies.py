@@ -105,7 +105,8 @@ def _policy(index: int, item: Any, allowed: frozenset[str] | None, problems: lis
     registry = _registry(item.get("registry"), problem)
     filter_text = item.get("filter")
     if filter_text is not None and not _is_filter(filter_text):
-        problem("filter", f"must be an OData filter of 1-{MAX_FILTER} characters without control characters")
+        rule = f"must be an OData filter of 1-{MAX_FILTER} characters without control characters"
+        problem("filter", rule + ", its parentheses and quotes closed")
     flag = item.get("isArchiveEnabled", True)
     if not isinstance(flag, bool):
         problem("isArchiveEnabled", "must be true or false (a JSON boolean)")
@@ -144,7 +145,26 @@ def _is_filter(value: Any) -> bool:
         and 1 <= len(value) <= MAX_FILTER
         and value.strip() != ""
         and not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in value)
+        and _closed(value)
     )
+
+
+def _closed(value: str) -> bool:
+    """Every string literal ends, and every ')' outside one closes a '(' of the filter itself.
+
+    The sweep sends `({filter}) and IsArchiveEnabled eq … and CreateTime ge …`: a filter such as
+    `a) or (b` would escape those parentheses and, `and` binding tighter than `or`, drop both conjuncts.
+    A quote toggles the literal state; a doubled quote inside a literal toggles it twice, as OData reads it.
+    """
+    depth, literal = 0, False
+    for char in value:
+        if char == "'":
+            literal = not literal
+        elif not literal and char in "()":
+            depth += 1 if char == "(" else -1
+            if depth < 0:
+                return False
+    return depth == 0 and not literal
 
 
 def _no_constant(name: str) -> Any:

@@ -123,10 +123,13 @@ class Archiver:
         """List the runs whose output images hold the pushed image, then archive each (contract §2 shape 4)."""
         base = inbound.id_base if inbound.id_base is not None else inbound.message_id
         results: list[Result] = []
+        seen: set[str] = set()  # ARM may list a run twice (a listing that shifts while paging): one PATCH, one outcome
         try:
             for page in self._pages(push.registry_id, image_filter(push.repository, push.digest)):
                 for run in page:
-                    results.append(self._archive_listed(push, run, inbound, base))
+                    result = self._archive_listed(push, run, inbound, base, seen)
+                    if result is not None:
+                        results.append(result)
         except ArchiverError as error:
             return [*results, Result.failure(inbound, error)]  # the listing failed: what it found is kept
         if not results:
@@ -134,15 +137,23 @@ class Archiver:
             return [Result.failure(inbound, missing)]
         return results
 
-    def _archive_listed(self, push: ImagePush, run: Any, inbound: Inbound, base: str | None) -> Result:
+    def _archive_listed(self, push: ImagePush, run: Any, inbound: Inbound, base: str | None, seen: set[str]) -> Result | None:
+        """One listed run archived, or None when the listing named it already (run ids are case-insensitive, as ARM names are)."""
         request: ArchiveRequest | None = None
         try:
             request = request_for_run(push, run)
+            if request.run_id.lower() in seen:
+                return None
+            seen.add(request.run_id.lower())
             one = replace(inbound, id_base=image_run_id_base(base, request.run_id))
             return Result(build_outcome(one, request, result=self.arm.update_run(request)))
         except ArchiverError as error:
-            run_id = request.run_id if request is not None else str(run.get("name") if isinstance(run, dict) else "")[:128]
-            return Result.failure(replace(inbound, id_base=image_run_id_base(base, run_id)), error, request)
+            if request is not None:
+                return Result.failure(replace(inbound, id_base=image_run_id_base(base, request.run_id)), error, request)
+            # A run the app refused (ARM listed it under another registry, or without an id): its name is
+            # ARM's text, so its outcome id is kept apart from any real run's (duplicate detection keeps both).
+            name = str(run.get("name") if isinstance(run, dict) else "")[:128]
+            return Result.failure(replace(inbound, id_base=image_run_id_base(base, "refused:" + name)), error, request)
 
     def archive(self, submissions: Sequence[Submission]) -> list[Result]:
         """Process every submission, then publish and log every outcome, in order (raises PublishFailed).

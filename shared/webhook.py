@@ -38,6 +38,9 @@ MAX_BATCH = 100
 SIGNATURE_HEADER = "X-Signature-256"
 CORRELATION_HEADER = "x-correlation-id"
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$", re.ASCII)
+# CloudEvents webhook spec §4.1: the origin is a DNS expression. It is echoed into a response header, so
+# only visible ASCII is (a line break would split the answer's headers); blanks, non-ASCII, megabytes are not.
+_REQUEST_ORIGIN = re.compile(r"[!-~]{1,255}")
 
 
 class AppResources(Protocol):
@@ -101,6 +104,9 @@ def webhook_options(request: HttpRequestLike) -> HttpReply:
     origin = request.headers.get("WebHook-Request-Origin")
     if not origin:
         return _error_reply(400, "MissingRequestOrigin", "WebHook-Request-Origin header is required", {})
+    if not _REQUEST_ORIGIN.fullmatch(origin):
+        why = "WebHook-Request-Origin must be a DNS name (1-255 visible ASCII characters)"
+        return _error_reply(400, "InvalidRequestOrigin", why, {})
     return HttpReply(200, None, {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST, OPTIONS"})
 
 

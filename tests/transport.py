@@ -51,6 +51,7 @@ class MockTransport(BaseAdapter):
         response.status_code = reply.status
         response.headers = CaseInsensitiveDict(reply.headers)
         response._content = reply.content()
+        response._content_consumed = True  # a body already read, as requests leaves it: iter_content replays it
         response.url = request.url or ""
         response.request = request
         response.reason = "Mock"
