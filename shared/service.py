@@ -35,7 +35,7 @@ from shared.discovery import (
 )
 from shared.errors import ArchiverError, ArmError, ArmUnavailable, EventRejected, InvalidEvent, NoMatchingRun, PublishFailed
 from shared.events import ArchiveRequest, ImagePush, check_allowed, decode_json, parse_event, request_for_run
-from shared.messaging import MAX_RESCHEDULES, ORIGINAL_MESSAGE_ID, RESCHEDULE_COUNT, QueueMessage, image_run_id_base
+from shared.messaging import MAX_RESCHEDULES, MESSAGE_ID_LIMIT, ORIGINAL_MESSAGE_ID, RESCHEDULE_COUNT, QueueMessage, image_run_id_base
 from shared.outcome import Inbound, Outcome, build_outcome
 from shared.policies import ArchivePolicy
 from shared.publisher import Publisher
@@ -259,7 +259,8 @@ class Archiver:
         original_id = lineage.original_message_id
         inbound = Inbound(
             source="servicebus",
-            correlation_id=message.correlation_id or original_id,
+            # Service Bus carries at most 128 characters (the outcome's correlation id and the summary's too)
+            correlation_id=(message.correlation_id or original_id)[:MESSAGE_ID_LIMIT],
             message_id=original_id,
             delivery_count=message.delivery_count,
             raw=message.body.decode("utf-8", "replace"),

@@ -274,3 +274,11 @@ def test_forged_lineage_properties_are_ignored(queue: Any, outcome_file: Path, p
     (record,) = read_outcomes(outcome_file)
     assert record["body"]["outcome"] == "succeeded"
     assert record["body"]["inboundMessageId"] == "own-id" and record["message_id"] == "own-id:outcome"
+
+
+@pytest.mark.parametrize("given", ["c" * 129, "é" * 300], ids=["129-ascii", "300-non-ascii"])
+def test_a_correlation_id_past_service_bus_limit_is_cut_to_128_in_the_outcome(queue: Any, outcome_file: Path, given: str) -> None:
+    """The outcome's correlation id is what Service Bus can carry: the inbound one cut to 128 characters."""
+    queue(message(EVENT, correlation_id=given))
+    (record,) = read_outcomes(outcome_file)
+    assert record["correlation_id"] == record["body"]["correlationId"] == given[:128]
