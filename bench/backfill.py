@@ -38,8 +38,8 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,7 +47,7 @@ from azure.core.credentials import AccessToken
 from azure.servicebus import ServiceBusMessageBatch
 from azure.servicebus._pyamqp._encode import encode_payload
 
-from bench.servers import ROOT
+from bench.servers import ROOT, arm_process
 
 __all__ = ["ANCHOR_STATEMENT", "MARKERS", "DiscardingQueue", "measure", "render_section", "serve"]
 
@@ -84,19 +84,8 @@ def serve(count: int, page_size: int) -> int:
     return 0
 
 
-@contextmanager
-def _seeded_arm(count: int, page_size: int) -> Iterator[str]:
-    command = [sys.executable, "-m", "bench.backfill", "--serve", str(count), str(page_size)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        if not url.startswith("http://"):
-            raise RuntimeError(f"the seeded ARM emulator did not start (printed {url!r})")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def _seeded_arm(count: int, page_size: int) -> AbstractContextManager[str]:
+    return arm_process(module=("bench.backfill", "--serve", str(count), str(page_size)))
 
 
 # -- the discarding queue ----------------------------------------------------------------------------

@@ -30,9 +30,12 @@ class Endpoints:
 
 
 @contextmanager
-def arm_process(latency: float = 0.0) -> Iterator[str]:
-    """`python -m emulators.arm` in a subprocess (keep-alive, one write per answer); yields its URL."""
-    command = [sys.executable, "-m", "emulators.arm", "--port", "0", "--auto-create", "--latency", str(latency)]
+def arm_process(latency: float = 0.0, *, module: tuple[str, ...] | None = None) -> Iterator[str]:
+    """`python -m emulators.arm` (or `module`: another command line that serves one) in a subprocess; yields its URL.
+
+    The emulator keeps connections alive and writes each answer at once; the command must print its URL first.
+    """
+    command = [sys.executable, "-m", *(module or ("emulators.arm", "--port", "0", "--auto-create", "--latency", str(latency)))]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert process.stdout is not None
