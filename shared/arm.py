@@ -86,6 +86,8 @@ class ArmResult:
     """Status of the PATCH answer: 200, or 201 when the update was polled."""
     attempts: int
     request_id: str | None
+    answer_bytes: int | None = None
+    """Size of the answer the Run was decoded from, when known (lets the outcome skip measuring a small Run)."""
 
 
 class ArmClient:
@@ -135,12 +137,13 @@ class ArmClient:
         url = self.run_url(request)
         response, run = self._send(call, _Request("PATCH", url, _BODIES[request.is_archive_enabled], counted=True))
         request_id = response.headers.get("x-ms-request-id")
+        answer_bytes: int | None = len(response.content)
         if response.status_code in (201, 202):
-            run = self._poll(call, url, response)
+            run, answer_bytes = self._poll(call, url, response), None
         if not isinstance(run, dict):
             message = f"ARM answered {response.status_code} without a Run"
             raise ArmUnavailable(message, request_id=request_id, attempts=call.patches)
-        return ArmResult(run, response.status_code, call.patches, request_id)
+        return ArmResult(run, response.status_code, call.patches, request_id, answer_bytes)
 
     def list_runs(self, registry_path: str, filter: str | None = None, top: int | None = None) -> Iterator[list[dict[str, Any]]]:
         """Runs - List of one registry, page by page (contract §8), following nextLink on ARM's origin only.

@@ -64,6 +64,9 @@ class ArmAnswer(Protocol):
     @property
     def attempts(self) -> int: ...
 
+    @property
+    def answer_bytes(self) -> int | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
@@ -140,7 +143,7 @@ def build_outcome(
         "outcome": kind,
         "source": inbound.source,
         "request": request.as_dict() if request is not None else None,
-        "run": _bounded_run(result.run) if result is not None else None,
+        "run": _bounded_run(result.run, result.answer_bytes) if result is not None else None,
         "error": error_body(error) if error is not None else None,
         "attempts": result.attempts if result is not None else error.attempts,  # type: ignore[union-attr]
         "correlationId": inbound.correlation_id,
@@ -181,13 +184,22 @@ def _bounded_text(text: str, limit: int) -> str:
     return replace_lone_surrogates(cut) if has_lone_surrogate(cut) else cut
 
 
-def _bounded_run(run: Any) -> Any:
+ANSWER_GROWTH = 6
+"""Re-encoding a decoded answer makes it at most this many times longer (numbers: `1e15` becomes
+`1000000000000000.0`; strings only shrink or keep their size), so a small answer needs no measuring."""
+
+
+def _bounded_run(run: Any, answer_bytes: int | None = None) -> Any:
     """ARM's Run as it answered, or past RUN_LIMIT its identity and state fields of at most _FIELD_LIMIT bytes each.
 
     A Run too large for the topic would make the outcome unpublishable for good: every delivery would
     PATCH again and fail to publish, and the message would be dead-lettered without an outcome.
     """
-    if not isinstance(run, dict) or len(jsontext.encode(run)) <= RUN_LIMIT:
+    if not isinstance(run, dict):
+        return run
+    if answer_bytes is not None and answer_bytes * ANSWER_GROWTH <= RUN_LIMIT:
+        return run  # the hot path: a Run of a few KiB is not encoded twice
+    if len(jsontext.encode(run)) <= RUN_LIMIT:
         return run
     abridged = {key: run[key] for key in _RUN_KEYS if _small(run.get(key))}
     properties = run.get("properties")

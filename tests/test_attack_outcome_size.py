@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from azure.functions.servicebus import ServiceBusMessage
 
 from emulators.server import Exchange, LoopbackServer
 from emulators.state import build_run
-from shared.outcome import RUN_LIMIT
+from shared import jsontext
+from shared.outcome import ANSWER_GROWTH, RUN_LIMIT
 from tests.strict import strict_lines
 from tests.support import GROUP, REGISTRY, SUB, Emulators, assert_valid_run, functions, start_emulators
 
@@ -101,3 +104,18 @@ def test_a_run_within_the_limit_is_kept_exactly(running: Emulators, monkeypatch:
     run = base_run()
     run = with_properties(runErrorMessage="m" * (RUN_LIMIT - len(json.dumps(run).encode()) - 100))
     assert archive(running, monkeypatch, run)["body"]["run"] == run
+
+
+_JSON_TEXT = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_JSON_TEXT, exponent=st.booleans())
+def test_a_decoded_answer_re_encodes_within_the_growth_bound(value: Any, exponent: bool) -> None:
+    """What lets a small Run skip measuring: its strict re-encoding is at most ANSWER_GROWTH times the answer ARM sent."""
+    raw = json.dumps({"n": [1e15, 9e15, -1e15], "v": value} if exponent else value, ensure_ascii=True).replace("1000000000000000.0", "1e15")
+    assert len(jsontext.encode(json.loads(raw))) <= ANSWER_GROWTH * len(raw.encode())
