@@ -383,6 +383,11 @@ def _read_bounded(response: requests.Response) -> None:
     urllib3 inflates at most one chunk at a time, so a compression bomb is cut after about one chunk
     past the bound. requests keeps a read body in `_content`, as its own `content` property does.
     """
+    length, encoding = response.headers.get("Content-Length", ""), response.headers.get("Content-Encoding")
+    if encoding is None and length.isdigit() and length.isascii() and int(length) <= MAX_ANSWER_BYTES:
+        # The hot path: an uncompressed answer of a declared size, which urllib3 reads to exactly that length.
+        response.content  # noqa: B018 - reads the body into response._content
+        return
     body = bytearray()
     for chunk in response.iter_content(_READ_CHUNK):
         body += chunk
