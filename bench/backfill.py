@@ -31,11 +31,9 @@ import json
 import math
 import os
 import pstats
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -74,14 +72,7 @@ def serve(count: int, page_size: int) -> int:
 
     emulator = ArmEmulator(page_size=page_size)
     emulator.seed_registry(SUBSCRIPTION, GROUP, REGISTRY, count, seed=11, archived_share=0.0)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with emulator:
-        print(emulator.url, flush=True)
-        while not stop.wait(0.2):
-            pass
-    return 0
+    return emulator.serve_until_signalled()
 
 
 def _seeded_arm(count: int, page_size: int) -> AbstractContextManager[str]:

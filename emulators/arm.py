@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import signal
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime
@@ -411,14 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             global_factor=args.global_factor)
     for subscription_id, resource_group, registry, count in args.seed_registry:
         emulator.seed_registry(subscription_id, resource_group, registry, count, seed=args.random_seed)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with emulator:
-        print(emulator.url, flush=True)
-        while not stop.wait(0.2):
-            pass
-    return 0
+    return emulator.serve_until_signalled()
 
 
 if __name__ == "__main__":

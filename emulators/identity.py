@@ -16,7 +16,6 @@ import base64
 import hmac
 import json
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -167,14 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lifetime", type=int, default=86400, help="token lifetime in seconds")
     args = parser.parse_args(argv)
     emulator = IdentityEmulator(header_secret=args.secret, lifetime=args.lifetime, host=args.host, port=args.port)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with emulator:
-        print(json.dumps({"url": emulator.url, **emulator.environ()}), flush=True)
-        while not stop.wait(0.2):
-            pass
-    return 0
+    return emulator.serve_until_signalled(lambda: json.dumps({"url": emulator.url, **emulator.environ()}))
 
 
 if __name__ == "__main__":

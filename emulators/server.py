@@ -299,6 +299,19 @@ class LoopbackServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def serve_until_signalled(self, banner: Callable[[], str] | None = None) -> int:
+        """Start, print `banner()` (the URL by default), serve until SIGTERM or SIGINT, stop; the exit status 0."""
+        import signal
+
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        with self:
+            print(banner() if banner else self.url, flush=True)
+            while not stop.wait(0.2):
+                pass
+        return 0
+
     def handle(self, exchange: Exchange) -> None:
         """Answer one exchange (implemented by each emulator)."""
         raise NotImplementedError
