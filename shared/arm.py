@@ -17,7 +17,7 @@ import time
 import uuid
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -30,21 +30,15 @@ from shared.events import ArchiveRequest
 from shared.pacing import OverBudget, Pacer
 from shared.retry import RETRYABLE_STATUSES, RetryBudget, RetryPolicy, parse_retry_after
 from shared.settings import Settings
-from shared.transport import USER_AGENT, deadline, environment_settings, new_session
+from shared.transport import USER_AGENT, deadline, environment_settings, new_session, prepare
 from shared.urls import follow
 
-__all__ = ["ENVIRONMENT_NAMES", "MAX_ANSWER_BYTES", "USER_AGENT", "ArmClient", "ArmResult", "environment_settings", "new_session"]
+__all__ = ["MAX_ANSWER_BYTES", "USER_AGENT", "ArmClient", "ArmResult", "environment_settings", "new_session"]
 
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled"})
 _BODIES = {flag: json.dumps({"isArchiveEnabled": flag}).encode() for flag in (True, False)}
-ENVIRONMENT_NAMES = (
-    "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy",
-    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-)
-"""What requests reads from the environment for a request (besides ~/.netrc); the Runtime rebuilds
-the ArmClient when one of them changes."""
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """Decoded bytes of one ARM answer read at most (a Runs - List page is far smaller). requests inflates
@@ -232,11 +226,9 @@ class ArmClient:
         response = None
         try:
             with deadline(self._timeout):
-                response = self._session.request(
-                    request.method,
-                    request.url,
-                    data=request.body,
-                    headers=_headers(token, request.body is not None),
+                prepared = prepare(self._session, request.method, request.url, request.body, _headers(token, request.body is not None))
+                response = self._session.send(
+                    prepared,
                     timeout=self._timeout,
                     allow_redirects=False,
                     stream=True,
@@ -336,16 +328,15 @@ class _Request:
     url: str
     body: bytes | None = None
     counted: bool = False
+    path: str = field(init=False)
+    """The URL without origin and query, for logs."""
+    bucket: str = field(init=False)
+    """Whose write bucket the request draws on: ARM throttles per subscription (and principal, this process's one)."""
 
-    @property
-    def bucket(self) -> str:
-        """Whose write bucket the request draws on: ARM throttles per subscription (and principal, this process's one)."""
-        return self.path.split("/", 3)[2].lower() if self.path.startswith("/subscriptions/") else ""
-
-    @property
-    def path(self) -> str:
-        """The URL without origin and query, for logs."""
-        return "/" + self.url.split("?", 1)[0].split("/", 3)[-1]
+    def __post_init__(self) -> None:
+        path = "/" + self.url.split("?", 1)[0].split("/", 3)[-1]
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "bucket", path.split("/", 3)[2].lower() if path.startswith("/subscriptions/") else "")
 
 
 class _Unreadable(Exception):

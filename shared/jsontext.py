@@ -51,13 +51,13 @@ class UnreadableJson(ValueError):
 def loads(text: str) -> Any:
     """Decode strict JSON: finite numbers, unique keys, no lone surrogates, at most MAX_DEPTH levels."""
     try:
-        value = json.loads(
-            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int, object_pairs_hook=_unique_keys
-        )
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as error:
         raise UnreadableJson(f"is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
     except RecursionError:
         raise UnreadableJson(f"is nested deeper than {MAX_DEPTH} levels") from None
+    if not _may_hold_deep_or_surrogate(text):
+        return value
     _check_tree(value)
     return value
 
@@ -95,6 +95,15 @@ def replace_lone_surrogates(text: str) -> str:
 def has_lone_surrogate(text: str) -> bool:
     """True when the string holds a surrogate code point, which UTF-8 cannot carry."""
     return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _may_hold_deep_or_surrogate(text: str) -> bool:
+    """False when the text cannot decode to a value _check_tree refuses (the common case, checked in C).
+
+    A lone surrogate comes from a raw one (not ASCII) or a \\u escape, and a value nested deeper than
+    MAX_DEPTH needs more than MAX_DEPTH brackets.
+    """
+    return not text.isascii() or "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH
 
 
 def _refuse_constant(name: str) -> Any:
@@ -161,3 +170,9 @@ def _escape(match: re.Match[str]) -> str:
         return f"\\u{code:04x}"
     code -= 0x10000
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int, object_pairs_hook=_unique_keys
+)
+"""Built once, as _ENCODER: json.loads with these hooks would build a new decoder on every call."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import io
+from http.cookiejar import DefaultCookiePolicy
 import threading
 import time
 from collections.abc import Iterator
@@ -17,10 +18,11 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-__all__ = ["USER_AGENT", "deadline", "environment_settings", "new_session"]
+__all__ = ["USER_AGENT", "deadline", "environment_settings", "new_session", "prepare"]
 
 USER_AGENT = "acr-run-archiver/1.0 python-requests"
 _local = threading.local()
@@ -50,7 +52,29 @@ def new_session(pool_size: int = 64) -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+    # ARM authenticates by the bearer token alone: a cookie it (or anything on the way) sets is neither
+    # kept nor sent back, so a hostile answer cannot grow the jar or ride along on later requests.
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     return session
+
+
+def prepare(session: requests.Session, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> requests.PreparedRequest:
+    """The request as `session.request` would prepare it for a Session from new_session, for `session.send`.
+
+    Session.request merges the Session's cookies, auth, params and hooks and the environment's proxies
+    and CA bundle into every request. A Session from new_session has none of the first (no cookies are
+    kept, no ~/.netrc, URLs carry no userinfo) and the environment is resolved once
+    (environment_settings), and that merging is most of requests' CPU time per request
+    (docs/performance.md). What remains is requests' own preparation: method, URL, headers, body.
+    """
+    prepared = requests.PreparedRequest()
+    prepared.prepare_method(method)
+    prepared.prepare_url(url, None)
+    merged = CaseInsensitiveDict(session.headers)
+    merged.update(headers)
+    prepared.prepare_headers(merged)
+    prepared.prepare_body(body, None)
+    return prepared
 
 
 def environment_settings(url: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """What requests would read from the environment (proxies, ~/.netrc) for an ARM request (contract §3).
 
 The ARM Session does not re-read the environment on every request (docs/performance.md); the proxy
-variables are resolved once per ArmClient, by requests itself, and a change is picked up on the next
-invocation. ~/.netrc is not consulted, so it can never replace the bearer token.
+variables are resolved once per ArmClient, by requests itself (the host restarts the worker when
+app settings change). ~/.netrc is not consulted, so it can never replace the bearer token.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
 from emulators import ArmEmulator, IdentityEmulator
-from shared.arm import ENVIRONMENT_NAMES, ArmClient, new_session
+from shared.arm import ArmClient, new_session
 from shared.auth import ManagedIdentityTokens
 from shared.errors import ArmUnavailable
 from shared.events import ArchiveRequest
@@ -27,6 +27,11 @@ from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, read_outcomes
 from tests.support import closed_port_url
 
 REQUEST = ArchiveRequest(SUB, GROUP, REGISTRY, SEED_RUN, True)
+ENVIRONMENT_NAMES = (
+    "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+)
+"""What requests reads from the environment for a request (besides ~/.netrc)."""
 EVENT = {"subscriptionId": SUB, "resourceGroupName": GROUP, "registryName": REGISTRY, "runId": SEED_RUN, "isArchiveEnabled": True}
 
 

@@ -112,3 +112,46 @@ def test_only_the_unwritable_parts_change(value: Any) -> None:
 def test_encoded_size_is_the_bytes_inside_the_quotes(text: str) -> None:
     """encoded_size counts UTF-8 bytes of the escaped form, as the outcome carries it."""
     assert encoded_size(text) == len(json.dumps(text, ensure_ascii=False).encode()) - 2
+
+
+def _full_check(text: str) -> Any:
+    """The reading without the shortcut: decode, then always walk the whole tree."""
+    from shared import jsontext
+
+    value = jsontext._DECODER.decode(text)
+    jsontext._check_tree(value)
+    return value
+
+
+# JSON texts near the refusals the shortcut skips: escapes (\u, surrogates among them), raw
+# non-ASCII and lone surrogates, and nesting on both sides of MAX_DEPTH, in arrays and objects.
+_escape = st.sampled_from(["\\ud800", "\\udfff", "\\ud83d\\ude00", "\\u00e9", "\\u0041", "\\\\u", "\\n", "é", "\ud800", "a"])
+_string = st.lists(_escape, max_size=4).map(lambda parts: '"' + "".join(parts) + '"')
+_nested = st.tuples(st.integers(0, MAX_DEPTH + 3), st.sampled_from(["[]", "{}"]), _string).map(
+    lambda t: (t[1][0] if t[1] == "[]" else '{"k":') * t[0] + t[2] + (t[1][1] if t[1] == "[]" else "}") * t[0]
+)
+
+
+@PURE
+@given(text=st.one_of(_nested, _string, any_value.map(lambda v: json.dumps(v, ensure_ascii=False, allow_nan=False) if _finite_tree(v) else "[]")))
+def test_the_fast_path_refuses_exactly_what_the_full_walk_refuses(text: str) -> None:
+    """loads skips the tree walk only for texts that cannot hold a lone surrogate or MAX_DEPTH+1 levels."""
+    try:
+        expected: Any = ("value", _full_check(text))
+    except UnreadableJson as error:
+        expected = ("refused", error.problem)
+    try:
+        got: Any = ("value", loads(text))
+    except UnreadableJson as error:
+        got = ("refused", error.problem)
+    assert got == expected
+
+
+def _finite_tree(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_tree(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite_tree(v) for v in value)
+    return True
