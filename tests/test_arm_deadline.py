@@ -20,6 +20,7 @@ from shared.arm import ArmClient, new_session
 from shared.errors import ArmUnavailable
 from shared.events import ArchiveRequest
 from shared.settings import Settings
+from tests.transport import FixedTokens
 from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, FakeTime
 
 REQUEST = ArchiveRequest(SUB, GROUP, REGISTRY, SEED_RUN, True)
@@ -92,14 +93,6 @@ def dripping(request: pytest.FixtureRequest) -> Iterator[DripServer]:
     server.close()
 
 
-class _Tokens:
-    def token(self) -> str:
-        return "t"
-
-    def refresh(self, rejected: str) -> str:
-        return "t"
-
-
 def test_a_dripped_answer_is_cut_at_the_timeout(dripping: DripServer) -> None:
     """ArmUnavailable, and the client hung up when the drip had barely begun.
 
@@ -109,7 +102,7 @@ def test_a_dripped_answer_is_cut_at_the_timeout(dripping: DripServer) -> None:
     """
     settings = Settings.from_env({"ARM_ENDPOINT": dripping.url, "ARM_TIMEOUT_SECONDS": str(TIMEOUT), "ARM_MAX_ATTEMPTS": "1"})
     fake_time = FakeTime()
-    client = ArmClient(new_session(), _Tokens(), settings, sleep=fake_time.sleep, clock=fake_time.clock)
+    client = ArmClient(new_session(), FixedTokens(), settings, sleep=fake_time.sleep, clock=fake_time.clock)
     with pytest.raises(ArmUnavailable) as caught:
         client.update_run(REQUEST)
     assert (caught.value.retryable, caught.value.attempts) == (True, 1)

@@ -13,7 +13,7 @@ from shared.arm import ArmClient
 from shared.errors import ArmError, ArmUnavailable, UnsafeLink
 from shared.settings import Settings
 from tests.support import GROUP, REGISTRY, SUB, FakeTime
-from tests.transport import MockTransport, Reply, mock_session
+from tests.transport import FixedTokens, MockTransport, Reply, mock_session
 
 ENDPOINT = "https://management.azure.com"
 REGISTRY_PATH = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.ContainerRegistry/registries/{REGISTRY}"
@@ -24,18 +24,10 @@ def _run(n: int) -> dict[str, Any]:
     return {"id": f"{REGISTRY_PATH}/runs/run{n}", "name": f"run{n}", "properties": {"runId": f"run{n}"}}
 
 
-class _Tokens:
-    def token(self) -> str:
-        return "t"
-
-    def refresh(self, rejected: str) -> str:
-        return "t"
-
-
 def _client(handler: Callable[[requests.PreparedRequest], Reply], fake_time: FakeTime, **env: str) -> tuple[ArmClient, MockTransport]:
     session, transport = mock_session(handler)
     settings = Settings.from_env({"ARM_ENDPOINT": ENDPOINT, **env})
-    return ArmClient(session, _Tokens(), settings, sleep=fake_time.sleep, clock=fake_time.clock), transport
+    return ArmClient(session, FixedTokens(), settings, sleep=fake_time.sleep, clock=fake_time.clock), transport
 
 
 def _pages(*bodies: Reply) -> Callable[[requests.PreparedRequest], Reply]:

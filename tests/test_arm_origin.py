@@ -25,7 +25,7 @@ from shared.events import ArchiveRequest
 from shared.settings import Settings
 from shared.urls import origin, same_origin
 from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, FakeTime
-from tests.transport import Reply, mock_session
+from tests.transport import FixedTokens, Reply, mock_session
 
 REQUEST = ArchiveRequest(SUB, GROUP, REGISTRY, SEED_RUN, True)
 TOKEN = "origin-test-token"
@@ -90,14 +90,6 @@ def origin_arm() -> Iterator[ArmEmulator]:
     """An ARM emulator accepting the test's one token."""
     with ArmEmulator(token_validator=lambda token: token == TOKEN) as emulator:
         yield emulator
-
-
-class _Tokens:
-    def token(self) -> str:
-        return TOKEN
-
-    def refresh(self, rejected: str) -> str:
-        return TOKEN
 
 
 # {a}: ARM's host:port, {ap}: ARM's port; {e}: the attacker's 127.0.0.2:port, {p}: the attacker's port.
@@ -208,7 +200,7 @@ def test_a_hostile_polling_url_never_reaches_another_server(origin_arm: ArmEmula
     """
     fake_time = FakeTime()
     settings = Settings.from_env({"ARM_ENDPOINT": origin_arm.url, "ARM_MAX_ATTEMPTS": "2"})
-    client = ArmClient(new_session(), _Tokens(), settings, sleep=fake_time.sleep, clock=fake_time.clock)
+    client = ArmClient(new_session(), FixedTokens(TOKEN), settings, sleep=fake_time.sleep, clock=fake_time.clock)
     origin_arm.set_lro(SEED_RUN, polls=1, via=via, poll_host=_render(template, origin_arm, recorder))
     before = len(origin_arm.requests_log)
     try:
@@ -249,7 +241,7 @@ def test_a_polling_url_no_header_could_carry_is_refused_too(template: str) -> No
     session, transport = mock_session(lambda request: Reply(201, {"properties": {"provisioningState": "Running"}}, {"Location": url})
                                       if request.method == "PATCH" else Reply(200, {"properties": {"provisioningState": "Succeeded"}}))
     fake_time = FakeTime()
-    client = ArmClient(session, _Tokens(), Settings.from_env({"ARM_ENDPOINT": endpoint}), sleep=fake_time.sleep, clock=fake_time.clock)
+    client = ArmClient(session, FixedTokens(TOKEN), Settings.from_env({"ARM_ENDPOINT": endpoint}), sleep=fake_time.sleep, clock=fake_time.clock)
     client.update_run(REQUEST)
     assert [str(r.url).split("?")[0] for r in transport.requests] == [endpoint + REQUEST.path] * 2
     assert not same_origin(url, endpoint)

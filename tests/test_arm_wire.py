@@ -21,6 +21,7 @@ from shared.arm import ArmClient
 from shared.events import ArchiveRequest
 from shared.settings import Settings
 from shared.transport import USER_AGENT, new_session, prepare
+from tests.transport import FixedTokens
 from tests.support import GROUP, REGISTRY, SEED_RUN, SUB
 
 REQUEST = ArchiveRequest(SUB, GROUP, REGISTRY, SEED_RUN, True)
@@ -86,18 +87,10 @@ def cookie_server() -> Iterator[CookieServer]:
     server.close()
 
 
-class _Tokens:
-    def token(self) -> str:
-        return "secret-token"
-
-    def refresh(self, rejected: str) -> str:
-        return "secret-token"
-
-
 def test_cookies_arm_sets_are_neither_kept_nor_sent_back(cookie_server: CookieServer) -> None:
     """ARM authenticates by the bearer token alone: its Set-Cookie is ignored, on one connection and the next."""
     session = new_session()
-    client = ArmClient(session, _Tokens(), Settings.from_env({"ARM_ENDPOINT": cookie_server.url}))
+    client = ArmClient(session, FixedTokens("secret-token"), Settings.from_env({"ARM_ENDPOINT": cookie_server.url}))
     for _ in range(3):
         assert client.update_run(REQUEST).http_status == 200
     assert len(cookie_server.requests) == 3
@@ -109,7 +102,7 @@ def test_cookies_arm_sets_are_neither_kept_nor_sent_back(cookie_server: CookieSe
 def test_the_patch_carries_the_headers_requests_would_send(cookie_server: CookieServer) -> None:
     """The wire request is the one Session.request sends for the same call, header for header (but the request id)."""
     session = new_session()
-    ArmClient(session, _Tokens(), Settings.from_env({"ARM_ENDPOINT": cookie_server.url})).update_run(REQUEST)
+    ArmClient(session, FixedTokens("secret-token"), Settings.from_env({"ARM_ENDPOINT": cookie_server.url})).update_run(REQUEST)
     ours = cookie_server.headers(0)
     reference_session = new_session()
     reference_session.request(
@@ -141,11 +134,13 @@ _segment = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x2FF, exclud
 def test_prepare_builds_what_session_prepare_request_builds(
     method: str, segments: list[str], query: str, headers: dict[str, str], body: bytes | None
 ) -> None:
-    """Method, URL (percent-encoding included), merged headers and body equal requests' own preparation."""
+    """Method, URL (percent-encoding included), merged headers, body and hooks equal requests' own preparation."""
     session = new_session()
+    session.hooks["response"].append(lambda response, **_: response)
     url = "https://management.azure.com/" + "/".join(segments) + ("?" + query if query else "")
     ours = prepare(session, method, url, body, headers)
     theirs = session.prepare_request(requests.Request(method, url, data=body, headers=headers))
     assert (ours.method, ours.url, ours.body) == (theirs.method, theirs.url, theirs.body)
     assert dict(ours.headers) == dict(theirs.headers)
+    assert ours.hooks == theirs.hooks and ours.hooks["response"] == session.hooks["response"]
     session.close()

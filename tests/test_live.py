@@ -36,6 +36,7 @@ from emulators import ArmEmulator
 from archiver_cli import main
 from archiver_cli.context import DEFAULT_SUBSCRIPTION, Context, load_settings
 from shared.app import build_app
+from tests.transport import FixedTokens
 from tests.support import GROUP, REGISTRY, SUB, isolate_environment
 
 pytestmark = pytest.mark.live
@@ -77,22 +78,13 @@ def cli(*argv: str) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-class StaticTokens:
-    """ARM tokens for the local ARM emulator, which accepts any bearer token when started without a validator."""
-
-    def token(self) -> str:
-        return "live-test-token"
-
-    def refresh(self, rejected: str) -> str:
-        return "live-test-token"
-
-
 @pytest.fixture
 def app_in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The real function app wired to the live Service Bus and to a local ARM emulator; yields archive_queue."""
     with ArmEmulator() as arm:
         isolate_environment(monkeypatch, {**live_settings(), "ARM_ENDPOINT": arm.url, "ARM_MAX_ATTEMPTS": "1"})
-        app = build_app(dict(os.environ), token_factory=lambda settings: StaticTokens())
+        # The local ARM emulator, started without a validator, accepts any bearer token.
+        app = build_app(dict(os.environ), token_factory=lambda settings: FixedTokens("live-test-token"))
         functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
         try:
             yield functions["archive_queue"]

@@ -18,19 +18,10 @@ from shared.reschedule import ServiceBusScheduler
 from shared.settings import Settings
 from tests import support
 from tests.fakes import RecordingServiceBus
+from tests.transport import FixedTokens
 from tests.support import GROUP, REGISTRY, SEED_RUN, SUB, FakeTime
 
 QUEUE, TOPIC = "acr-archive-events", "acr-archive-outcomes"
-
-
-class _Tokens:
-    """A fixed bearer token: one principal, one bucket."""
-
-    def token(self) -> str:
-        return "pacing-test-token"
-
-    def refresh(self, rejected: str) -> str:
-        return "pacing-test-token"
 
 
 def _request(run_id: str = SEED_RUN) -> ArchiveRequest:
@@ -40,7 +31,7 @@ def _request(run_id: str = SEED_RUN) -> ArchiveRequest:
 def _client(arm_url: str, fake_time: FakeTime | None = None, **env: str) -> ArmClient:
     settings = Settings.from_env({"ARM_ENDPOINT": arm_url, **env})
     timing = {"sleep": fake_time.sleep, "clock": fake_time.clock} if fake_time else {}
-    return ArmClient(new_session(), _Tokens(), settings, **timing)
+    return ArmClient(new_session(), FixedTokens("pacing-test-token"), settings, **timing)
 
 
 def test_a_pacing_wait_past_the_retry_budget_takes_the_long_throttle_path(fake_time: FakeTime) -> None:

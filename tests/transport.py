@@ -16,7 +16,20 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-__all__ = ["MockTransport", "Reply", "mock_session"]
+__all__ = ["FixedTokens", "MockTransport", "Reply", "mock_session"]
+
+
+@dataclass(frozen=True)
+class FixedTokens:
+    """A TokenProvider with one fixed bearer token (one principal): refresh gives the same one."""
+
+    value: str = "t"
+
+    def token(self) -> str:
+        return self.value
+
+    def refresh(self, rejected: str) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
