@@ -226,9 +226,8 @@ class ArmClient:
         response = None
         try:
             with deadline(self._timeout):
-                prepared = prepare(self._session, request.method, request.url, request.body, _headers(token, request.body is not None))
                 response = self._session.send(
-                    prepared,
+                    prepare(self._session, request.method, request.url, request.body, _headers(token, request.body is not None)),
                     timeout=self._timeout,
                     allow_redirects=False,
                     stream=True,

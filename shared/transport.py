@@ -3,17 +3,20 @@
 requests' `timeout` bounds each socket operation, so an answer dripped one byte at a time never
 trips it. Here every read of a response, its status line and headers included, gets only what is
 left of the request's deadline as its socket timeout, and none at all once the deadline passed.
+
+The Session keeps no cookies, and `prepare` builds each request with requests' own steps but without
+the per-request merging of Session settings that a Session from here never varies.
 """
 
 from __future__ import annotations
 
 import http.client
 import io
-from http.cookiejar import DefaultCookiePolicy
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -58,7 +61,9 @@ def new_session(pool_size: int = 64) -> requests.Session:
     return session
 
 
-def prepare(session: requests.Session, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> requests.PreparedRequest:
+def prepare(
+    session: requests.Session, method: str, url: str, body: bytes | None, headers: dict[str, str]
+) -> requests.PreparedRequest:
     """The request as `session.request` would prepare it for a Session from new_session, for `session.send`.
 
     Session.request merges the Session's cookies, auth and params and the environment's proxies and CA

@@ -25,11 +25,17 @@ from tests.transport import FixedTokens
 from tests.support import GROUP, REGISTRY, SEED_RUN, SUB
 
 REQUEST = ArchiveRequest(SUB, GROUP, REGISTRY, SEED_RUN, True)
-RUN = b'{"id": "run", "name": "' + SEED_RUN.encode() + b'", "properties": {"provisioningState": "Succeeded", "isArchiveEnabled": true}}'
+RUN = (
+    b'{"id": "run", "name": "' + SEED_RUN.encode()
+    + b'", "properties": {"provisioningState": "Succeeded", "isArchiveEnabled": true}}'
+)
 
 
 class CookieServer:
-    """Answers every request, on each kept-alive connection, with a Run and cookies for the client's host; records each request."""
+    """Answers every request, on each kept-alive connection, with a Run and cookies for the client's host.
+
+    Records each request's bytes.
+    """
 
     def __init__(self) -> None:
         self.requests: list[bytes] = []
@@ -58,7 +64,8 @@ class CookieServer:
                     return
                 pending += chunk
             head, _, rest = pending.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+            lengths = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+            length = lengths[0] if lengths else 0
             while len(rest) < length:
                 rest += conn.recv(65536)
             self.requests.append(head + b"\r\n\r\n" + rest[:length])
