@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socketserver
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,17 @@ def functions(app_env: dict[str, str]) -> dict[str, Callable[..., Any]]:
     the host, too, starts the worker once the app settings are in place.
     """
     return support.LazyFunctions()
+
+
+@pytest.fixture
+def socket_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every socket write a socketserver-based emulator in this process makes, in order (one per answer is the rule)."""
+    writes: list[bytes] = []
+    original = socketserver._SocketWriter.write
+
+    def spy(self: Any, data: bytes) -> int:
+        writes.append(bytes(data))
+        return original(self, data)
+
+    monkeypatch.setattr(socketserver._SocketWriter, "write", spy)
+    return writes

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import signal
-import socketserver
 import subprocess
 import sys
 from collections import Counter
@@ -388,17 +387,10 @@ def test_control_api_refuses_nonsense_throttling(session: requests.Session) -> N
 
 
 def test_every_throttled_answer_is_one_socket_write(
-    arm: ArmEmulator, session: requests.Session, monkeypatch: pytest.MonkeyPatch
+    arm: ArmEmulator, session: requests.Session, socket_writes: list[bytes]
 ) -> None:
     """A 429 with its headers and body leaves in a single write, like every other answer."""
-    writes: list[bytes] = []
-    original = socketserver._SocketWriter.write
-    def spy(self: object, data: bytes) -> int:
-        writes.append(bytes(data))
-        return original(self, data)
-
-    monkeypatch.setattr(socketserver._SocketWriter, "write", spy)
-
+    writes = socket_writes
     answers = [patch(session, arm.url) for _ in range(4)]
 
     assert [a.status_code for a in answers] == [200, 200, 200, 429] and len(writes) == 4

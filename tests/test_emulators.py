@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socketserver
 import subprocess
 import sys
 import threading
@@ -497,18 +496,9 @@ def test_a_new_patch_supersedes_an_operation_in_progress(arm: ArmEmulator, sessi
 # -- the loopback server ----------------------------------------------------------------------------
 
 
-def test_every_response_is_one_socket_write(
-    arm: ArmEmulator, session: requests.Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_response_is_one_socket_write(arm: ArmEmulator, session: requests.Session, socket_writes: list[bytes]) -> None:
     """Status line, headers and body leave in a single write (Nagle would add ~40 ms otherwise)."""
-    writes: list[bytes] = []
-    original = socketserver._SocketWriter.write
-
-    def spy(self: Any, data: bytes) -> int:
-        writes.append(bytes(data))
-        return original(self, data)
-
-    monkeypatch.setattr(socketserver._SocketWriter, "write", spy)
+    writes = socket_writes
     arm.script(RUN, Fault.status(429, retry_after="1"))
     arm.set_lro(RUN, polls=0)
 
