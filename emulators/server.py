@@ -213,9 +213,20 @@ class _HttpServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
+    def server_activate(self) -> None:
+        """Listen on a non-blocking socket: a wake-up with nothing queued (the client gave up) must not block.
+
+        serve_forever accepts once select says the socket is readable; a blocking accept() that finds
+        no connection by then would hold the serving thread, and stop() waiting for it, for good.
+        Non-blocking, accept raises BlockingIOError, which socketserver drops.
+        """
+        super().server_activate()
+        self.socket.setblocking(False)
+
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept a connection, disable Nagle on it and count it."""
         sock, address = super().get_request()
+        sock.setblocking(True)  # the exchange reads and writes the connection as a blocking socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self.accepted += 1

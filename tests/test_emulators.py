@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -523,6 +524,28 @@ def test_keep_alive_serves_many_requests_on_one_connection(arm: ArmEmulator, ses
 
     assert statuses == {200}
     assert arm.stats()["connections"] == 1
+
+
+def test_a_wake_up_without_a_pending_connection_never_blocks_the_server_or_its_stop() -> None:
+    """The serving loop asked to accept when no connection is queued (a spurious "readable") returns at once.
+
+    Found as a hung test session: the identity emulator's stop() waited for a serving thread blocked in
+    accept() with nothing to accept. With a non-blocking listening socket that accept raises, and
+    socketserver drops the wake-up; the server still serves the next request and stops.
+    """
+    emulator = IdentityEmulator().start()
+    httpd = emulator._httpd
+    handled = threading.Thread(target=httpd._handle_request_noblock, daemon=True)
+    handled.start()
+    handled.join(5)
+    blocked = handled.is_alive()
+    if blocked:  # unblock the stuck accept so the test ends: one connection for it to take
+        socket.create_connection(httpd.server_address[:2], timeout=5).close()
+        handled.join(5)
+    answered = requests.get(emulator.endpoint, timeout=5).status_code
+    emulator.stop()
+    assert not blocked, "accept() blocked with no connection pending"
+    assert answered == 401  # served afterwards (without the identity header, refused as the real endpoint refuses)
 
 
 def test_stop_closes_idle_keep_alive_connections_and_the_port(session: requests.Session) -> None:
